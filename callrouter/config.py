@@ -1,0 +1,157 @@
+"""Configuration: a TOML file (`--config`, default callrouter.toml) plus CALLROUTER_* variables.
+
+Environment beats the file; nested keys use `__` (CALLROUTER_DATABASE_URL,
+CALLROUTER_AGI__PORT). A bad config raises ConfigError naming the file, the key and
+what is wrong; secrets never appear in that message or in logs (SecretStr).
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = "callrouter.toml"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///callrouter.db"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names file, key and problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PbxConfig(_Strict):
+    name: str = Field(default="main", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = "callrouter"
+    secret: SecretStr = SecretStr("")
+    connect_timeout: float = Field(default=5.0, gt=0)
+    # reconnect backoff: first wait, cap (seconds)
+    reconnect_min: float = Field(default=0.5, gt=0)
+    reconnect_max: float = Field(default=30.0, gt=0)
+    # frames larger than this are dropped (a 10 MB header line must not eat the daemon)
+    max_frame_bytes: int = Field(default=1 << 20, ge=4096)
+
+
+class ManagerConfig(_Strict):
+    extension: str = Field(pattern=r"^[0-9A-Za-z*#+_-]+$")
+    name: str | None = None
+    devices: tuple[str, ...] = ()
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_look_like_devices(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for d in v:
+            if "/" not in d:
+                raise ValueError(f"device {d!r} is not TECH/resource (e.g. PJSIP/101)")
+        return v
+
+
+class AgiConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(default=4573, ge=1, le=65535)
+    deadline_ms: float = Field(default=300.0, gt=0)
+    default_dial: str = "Local/support@queues"
+    default_timeout: int = Field(default=20, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLROUTER_", env_nested_delimiter="__",
+                                      extra="forbid", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    default_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    rules_dir: str = "rules"
+    pbx: tuple[PbxConfig, ...] = (PbxConfig(),)
+    managers: tuple[ManagerConfig, ...] = ()
+    agi: AgiConfig = AgiConfig()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Settings:
+        names = [p.name for p in self.pbx]
+        if len(set(names)) != len(names):
+            raise ValueError("pbx names must be unique")
+        seen: dict[str, str] = {}
+        for m in self.managers:
+            for d in m.devices:
+                if d.lower() in seen:
+                    raise ValueError(f"device {d} belongs to both {seen[d.lower()]} and {m.extension}")
+                seen[d.lower()] = m.extension
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init (the parsed TOML file) < environment: an operator's env var overrides the file
+        return env_settings, init_settings
+
+
+_SECRETISH = re.compile(r"secret|password|token", re.I)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if _SECRETISH.search(key):
+        return f"{key}: {msg}"  # never echo the value of a secret
+    if err.get("type") == "extra_forbidden":
+        return f"{key}: unknown key"
+    return f"{key}: {msg} (got {err.get('input')!r})"[:300]
+
+
+def load_settings(path: str | Path | None = None, *, required: bool = False) -> Settings:
+    """Read the TOML file (when it exists, or fail when `required`) and the environment."""
+    file = Path(path or DEFAULT_CONFIG_FILE)
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{file}: not valid TOML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{file}: cannot read: {e.strerror}") from None
+    elif required or path is not None:
+        raise ConfigError(f"{file}: config file not found")
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        problems = "; ".join(_describe(err) for err in e.errors())
+        raise ConfigError(f"{file}: {problems}") from None
+
+
+class DeviceMap:
+    """Device (channel) -> manager extension. Configured devices first; otherwise the
+    extension in the channel name (`PJSIP/101-0000a1`, `Local/101@phones-00000003;1` -> 101)."""
+
+    def __init__(self, managers: tuple[ManagerConfig, ...] = ()):
+        self._by_device: dict[str, str] = {}
+        self.extensions = frozenset(m.extension for m in managers)
+        for m in managers:
+            for d in m.devices:
+                self._by_device[d.lower()] = m.extension
+
+    @staticmethod
+    def device_of(channel_name: str) -> str:
+        """`PJSIP/101-0000a1` -> `PJSIP/101`; `Local/101@phones-00000003;1` -> `Local/101@phones`."""
+        name = channel_name.split(";", 1)[0]
+        head, sep, tail = name.rpartition("-")
+        if sep and head and re.fullmatch(r"[0-9a-fA-F]{6,8}", tail):
+            return head
+        return name
+
+    def agent_of(self, channel_name: str) -> str | None:
+        device = self.device_of(channel_name)
+        ext = self._by_device.get(device.lower())
+        if ext is not None:
+            return ext
+        _, _, res = device.partition("/")
+        res = res.split("@", 1)[0]
+        return res or None

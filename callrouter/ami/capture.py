@@ -89,7 +89,6 @@ def read_frames(path: str | Path, on_error: Callable[[str], None] | None = None)
 def read_events(path: str | Path, on_error: Callable[[str], None] | None = None) -> Iterator[AmiEvent]:
     """Typed events of a capture, in order. Unparseable frames go to on_error and are skipped."""
     on_error = on_error or (lambda msg: log.warning("%s: %s", path, msg))
-    base: float | None = None
     for frame in read_frames(path, on_error):
         try:
             yield parse_event(frame.headers, frame.seen_at)

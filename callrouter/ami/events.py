@@ -270,6 +270,13 @@ class Shutdown(AmiEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class StreamGap(AmiEvent):
+    """Not an Asterisk event: a source says events may have been missed here (connection
+    lost, frames dropped). Calls in flight across a gap cannot be fully explained."""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown(AmiEvent):
     name: str
     headers: Mapping[str, str] = field(default_factory=dict)

@@ -26,10 +26,10 @@ def normalize(raw: str | None, region: str = "RU") -> str | None:
         s = "+" + digits[2:]
     try:
         num = phonenumbers.parse(s, region)
-        if not phonenumbers.is_possible_number(num):
+        if not phonenumbers.is_valid_number(num):
             # '79161234567' in region RU: a national-format trunk often drops the '+'
             num = phonenumbers.parse("+" + digits, None)
-            if not phonenumbers.is_possible_number(num):
+            if not phonenumbers.is_valid_number(num):
                 return None
     except phonenumbers.NumberParseException:
         return None

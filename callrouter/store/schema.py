@@ -1,0 +1,208 @@
+"""Tables of the store (SQLAlchemy 2 declarative).
+
+This module describes the schema for queries and for Alembic autogenerate; the
+database itself is created and changed only by the migrations in
+`callrouter/store/migrations/versions/` (never `metadata.create_all` in production).
+The same definitions run on SQLite (embedded default) and PostgreSQL (production).
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    UniqueConstraint,
+    false,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Named constraints so migrations can refer to (and later alter) them by name on both
+# backends; SQLite batch mode needs names too.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp, always UTC in the database.
+
+    PostgreSQL keeps `timestamptz`; SQLite has no timezone type and returns naive
+    values, so we store UTC and re-attach UTC on the way out. Naive input is taken as
+    UTC (the tracker produces aware datetimes; this is only a guard)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC) if dialect.name != "sqlite" else value
+        value = value.astimezone(UTC)
+        # SQLite would otherwise store the offset text and break lexical ordering
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+# BIGINT on PostgreSQL (calls accumulate for years); SQLite only autoincrements an
+# "INTEGER PRIMARY KEY" (the rowid alias), which is 64-bit there anyway.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON text on SQLite.
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JsonDoc}
+
+
+class Manager(Base):
+    __tablename__ = "managers"
+
+    extension: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String)
+    dnd: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ManagerDevice(Base):
+    __tablename__ = "manager_devices"
+
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    extension: Mapped[str] = mapped_column(
+        String, ForeignKey("managers.extension", ondelete="CASCADE"), index=True)
+
+
+class ClientRow(Base):
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    owner_extension: Mapped[str | None] = mapped_column(String)
+    # asdecimal=False: the API speaks float, and SQLite has no native decimal anyway
+    monthly_turnover: Mapped[float | None] = mapped_column(Numeric(18, 2, asdecimal=False))
+    tier: Mapped[str | None] = mapped_column(String)
+    problem: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ClientPhone(Base):
+    __tablename__ = "client_phones"
+
+    # PK (client_id, phone): a client lists a phone once; the same phone on two clients
+    # is allowed on purpose, so lookups can see (and routing can report) the ambiguity.
+    client_id: Mapped[str] = mapped_column(
+        String, ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    phone: Mapped[str] = mapped_column(String, primary_key=True, index=True)
+    raw: Mapped[str | None] = mapped_column(String)
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    __table_args__ = (UniqueConstraint("pbx", "call_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pbx: Mapped[str] = mapped_column(String)
+    call_id: Mapped[str] = mapped_column(String)
+    direction: Mapped[str] = mapped_column(String)
+    caller_number: Mapped[str | None] = mapped_column(String, index=True)
+    caller_raw: Mapped[str | None] = mapped_column(String)
+    caller_name: Mapped[str | None] = mapped_column(String)
+    callee_number: Mapped[str | None] = mapped_column(String)
+    callee_raw: Mapped[str | None] = mapped_column(String)
+    callee_name: Mapped[str | None] = mapped_column(String)
+    client_id: Mapped[str | None] = mapped_column(String, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(index=True)
+    answered_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    ring_seconds: Mapped[float | None] = mapped_column(Float)
+    talk_seconds: Mapped[float | None] = mapped_column(Float)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String)
+    hangup_by: Mapped[str | None] = mapped_column(String)
+    answered_by: Mapped[str | None] = mapped_column(String, index=True)
+    final_agent: Mapped[str | None] = mapped_column(String, index=True)
+    queue: Mapped[str | None] = mapped_column(String)
+    recording: Mapped[str | None] = mapped_column(String)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    route_rule: Mapped[str | None] = mapped_column(String)
+    route_reason: Mapped[str | None] = mapped_column(String)
+    route_dial: Mapped[str | None] = mapped_column(String)
+    route_latency_ms: Mapped[float | None] = mapped_column(Float)
+    # the whole CallRecord.to_dict(): the columns above are for queries, this is the truth
+    record: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class CallLeg(Base):
+    __tablename__ = "call_legs"
+
+    # legs are replaced wholesale with their call, so (call, position) is the identity
+    call_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)  # index in CallRecord.legs
+    agent: Mapped[str | None] = mapped_column(String, index=True)
+    device: Mapped[str] = mapped_column(String)
+    ring_seconds: Mapped[float | None] = mapped_column(Float)
+    result: Mapped[str] = mapped_column(String)
+    queue: Mapped[str | None] = mapped_column(String)
+
+
+class RouteDecision(Base):
+    __tablename__ = "route_decisions"
+    __table_args__ = (Index(None, "pbx", "linkedid"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pbx: Mapped[str] = mapped_column(String)
+    linkedid: Mapped[str] = mapped_column(String)
+    decided_at: Mapped[datetime]
+    caller_raw: Mapped[str | None] = mapped_column(String)
+    caller_number: Mapped[str | None] = mapped_column(String)
+    client_id: Mapped[str | None] = mapped_column(String)
+    rule: Mapped[str | None] = mapped_column(String)
+    reason: Mapped[str | None] = mapped_column(String)
+    dial: Mapped[str | None] = mapped_column(String)
+    timeout: Mapped[int | None] = mapped_column(Integer)
+    fallback: Mapped[str | None] = mapped_column(String)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    trace: Mapped[dict[str, Any] | None]
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    # one lead per unknown caller per PBX: a caller who rings back is the same lead
+    __table_args__ = (UniqueConstraint("pbx", "phone"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pbx: Mapped[str] = mapped_column(String)
+    phone: Mapped[str] = mapped_column(String)
+    raw: Mapped[str | None] = mapped_column(String)
+    call_id: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+metadata = Base.metadata

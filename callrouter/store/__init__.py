@@ -1,6 +1,13 @@
-"""The store: calls, clients, managers, route decisions and leads in SQLite or PostgreSQL."""
+"""The store: calls, clients, managers, route decisions and leads in SQLite or PostgreSQL.
+
+Schema changes only through Alembic migrations (`upgrade(url)`, wired to
+`callrouter db upgrade`); `Store` is the async API the daemon uses.
+"""
 from __future__ import annotations
 
-from .migrate import upgrade
+from .clients import Client
+from .migrate import SchemaNotCurrent, upgrade
+from .routing import RouteDecisionRow
+from .store import Store
 
-__all__ = ["upgrade"]
+__all__ = ["Client", "RouteDecisionRow", "SchemaNotCurrent", "Store", "upgrade"]

@@ -64,3 +64,28 @@ def _upgrade(conn: Connection, cfg: Config, revision: str) -> None:
     # env.py picks the live connection up from here instead of opening its own engine
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, revision)
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database lacks this version's schema: run `callrouter db upgrade`."""
+
+
+def check_revision(conn: Connection) -> None:
+    """Raise SchemaNotCurrent unless the database is at (or beyond) our head.
+
+    A revision we do not know was written by a newer callrouter sharing this
+    database; migrations are additive, so an older daemon keeps working (rolling
+    upgrades of several daemons on one PostgreSQL)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    rev = MigrationContext.configure(conn).get_current_revision()
+    script = ScriptDirectory.from_config(alembic_config())
+    target = script.get_current_head()
+    where = conn.engine.url.render_as_string(hide_password=True)
+    if rev is None:
+        raise SchemaNotCurrent(f"{where}: no callrouter schema; run `callrouter db upgrade`")
+    known = {s.revision for s in script.walk_revisions()}
+    if rev != target and rev in known:
+        raise SchemaNotCurrent(f"{where}: schema at {rev}, this version needs {target}; "
+                               "run `callrouter db upgrade`")

@@ -1,0 +1,129 @@
+"""The CRM's clients and their phones, as synced into the daemon (CSV import / REST upsert)."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from itertools import islice
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ._upsert import chunks, insert_for
+from .schema import ClientPhone, ClientRow
+
+_clients = ClientRow.__table__
+_phones = ClientPhone.__table__
+
+# Clients per transaction when bulk loading: large enough that per-statement overhead
+# vanishes, small enough that a SQLite writer lock is held only briefly (the daemon
+# keeps logging calls while a CRM import runs) and the id IN-list stays bounded.
+UPSERT_CHUNK = 5000
+_IN_CHUNK = 5000
+
+
+class Client(BaseModel):
+    """A CRM client as routing and screen-pop see it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    name: str
+    owner_extension: str | None = None
+    monthly_turnover: float | None = None
+    tier: str | None = None
+    problem: bool = False
+    blocked: bool = False
+    # E.164 (callrouter.phone.normalize). Kept sorted and unique, so a client read back
+    # from the store equals the one written.
+    phones: tuple[str, ...] = ()
+
+    @field_validator("phones")
+    @classmethod
+    def _sorted_unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(set(v)))
+
+
+_UPDATED = ("name", "owner_extension", "monthly_turnover", "tier", "problem", "blocked")
+
+
+def _upsert_stmt(conn: AsyncConnection) -> Any:
+    ins = insert_for(conn.dialect, _clients)
+    set_: dict[str, Any] = {c: ins.excluded[c] for c in _UPDATED}
+    set_["updated_at"] = func.now()
+    return ins.on_conflict_do_update(index_elements=["id"], set_=set_)
+
+
+async def upsert_clients(engine: AsyncEngine, clients: Iterable[Client],
+                         chunk_size: int = UPSERT_CHUNK) -> int:
+    """Insert or replace clients (and their phone lists); returns how many were written.
+
+    Streams `clients` in chunks, one transaction each: memory stays flat for a
+    million-row import and a failure keeps the chunks already committed."""
+    it = iter(clients)
+    written = 0
+    while chunk := list(islice(it, chunk_size)):
+        by_id = {c.id: c for c in chunk}  # the last version of a repeated id wins
+        async with engine.begin() as conn:
+            await conn.execute(_upsert_stmt(conn), [
+                {"id": c.id, "name": c.name, "owner_extension": c.owner_extension,
+                 "monthly_turnover": c.monthly_turnover, "tier": c.tier,
+                 "problem": c.problem, "blocked": c.blocked}
+                for c in by_id.values()])
+            await conn.execute(delete(_phones).where(_phones.c.client_id.in_(by_id.keys())))
+            # `raw` keeps the value as handed to the store; Client carries E.164 only
+            phones = [{"client_id": c.id, "phone": p, "raw": p}
+                      for c in by_id.values() for p in c.phones]
+            if phones:
+                await conn.execute(insert(_phones), phones)
+        written += len(by_id)
+    return written
+
+
+async def get_clients(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Client]:
+    wanted = list(dict.fromkeys(ids))
+    out: dict[str, Client] = {}
+    for batch in chunks(wanted, _IN_CHUNK):
+        out.update(await _load(conn, batch))
+    return out
+
+
+async def clients_by_phone(conn: AsyncConnection, e164: str) -> list[Client]:
+    """Every client listing this phone, by id. More than one is a data problem the
+    caller should see (routing reports it), so nothing is picked here."""
+    ids = (await conn.scalars(
+        select(_phones.c.client_id).where(_phones.c.phone == e164).order_by(_phones.c.client_id))).all()
+    found = await _load(conn, list(ids))
+    return [found[i] for i in ids if i in found]
+
+
+async def iter_phone_index(engine: AsyncEngine, batch: int = 10_000) -> AsyncIterator[tuple[str, str]]:
+    """Stream every (phone, client_id) pair, for building an in-memory lookup cache.
+
+    Uses a server-side cursor on PostgreSQL, so a few million pairs never sit in one
+    result. If you stop early, close it (`contextlib.aclosing`) to release the cursor."""
+    async with engine.connect() as conn:
+        result = await conn.stream(
+            select(_phones.c.phone, _phones.c.client_id).execution_options(yield_per=batch))
+        async for rows in result.partitions():
+            for phone, client_id in rows:
+                yield phone, client_id
+
+
+async def _load(conn: AsyncConnection, ids: list[str]) -> dict[str, Client]:
+    if not ids:
+        return {}
+    phones: dict[str, list[str]] = {}
+    for client_id, phone in await conn.execute(
+            select(_phones.c.client_id, _phones.c.phone).where(_phones.c.client_id.in_(ids))
+            .order_by(_phones.c.client_id, _phones.c.phone)):
+        phones.setdefault(client_id, []).append(phone)
+    rows = await conn.execute(select(
+        _clients.c.id, _clients.c.name, _clients.c.owner_extension, _clients.c.monthly_turnover,
+        _clients.c.tier, _clients.c.problem, _clients.c.blocked).where(_clients.c.id.in_(ids)))
+    return {
+        r.id: Client(id=r.id, name=r.name, owner_extension=r.owner_extension,
+                     monthly_turnover=r.monthly_turnover, tier=r.tier, problem=r.problem,
+                     blocked=r.blocked, phones=tuple(phones.get(r.id, ())))
+        for r in rows
+    }

@@ -1,0 +1,111 @@
+"""`Store`: the one object the rest of the daemon talks to for persistence."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from types import TracebackType
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callrouter.config import ManagerConfig
+from callrouter.records import CallRecord
+
+from . import calls, clients, managers, routing
+from .clients import Client
+from .engine import DEFAULT_STATEMENT_TIMEOUT, make_engine
+from .migrate import check_revision
+from .routing import RouteDecisionRow
+
+
+class Store:
+    """Async store over SQLite (`sqlite+aiosqlite:///file.db`) or PostgreSQL
+    (`postgresql+asyncpg://...`). Use as `async with Store(url) as store:`.
+
+    Opening checks that the schema is migrated (`callrouter db upgrade`); it never
+    creates tables itself. Each write method is one transaction."""
+
+    def __init__(self, url: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> None:
+        self.url = url
+        self._statement_timeout = statement_timeout
+        self._engine: AsyncEngine | None = None
+
+    async def __aenter__(self) -> Store:
+        engine = make_engine(self.url, statement_timeout=self._statement_timeout)
+        try:
+            async with engine.connect() as conn:
+                await conn.run_sync(check_revision)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The underlying engine, for read-only queries other modules own (reports)."""
+        if self._engine is None:
+            raise RuntimeError("Store is not open: use `async with Store(url) as store`")
+        return self._engine
+
+    # calls
+    async def save_call(self, record: CallRecord) -> None:
+        await self.save_calls((record,))
+
+    async def save_calls(self, records: Sequence[CallRecord]) -> None:
+        if not records:
+            return
+        async with self.engine.begin() as conn:
+            await calls.save_calls(conn, records)
+
+    async def get_call(self, pbx: str, call_id: str) -> CallRecord | None:
+        async with self.engine.connect() as conn:
+            return await calls.get_call(conn, pbx, call_id)
+
+    async def count_calls(self, pbx: str | None = None) -> int:
+        async with self.engine.connect() as conn:
+            return await calls.count_calls(conn, pbx)
+
+    # managers and presence
+    async def upsert_managers(self, items: Iterable[ManagerConfig]) -> None:
+        async with self.engine.begin() as conn:
+            await managers.upsert_managers(conn, items)
+
+    async def set_dnd(self, extension: str, on: bool) -> None:
+        async with self.engine.begin() as conn:
+            await managers.set_dnd(conn, extension, on)
+
+    async def dnd_extensions(self) -> set[str]:
+        async with self.engine.connect() as conn:
+            return await managers.dnd_extensions(conn)
+
+    # clients
+    async def upsert_clients(self, items: Iterable[Client]) -> int:
+        return await clients.upsert_clients(self.engine, items)
+
+    async def clients_by_phone(self, e164: str) -> list[Client]:
+        async with self.engine.connect() as conn:
+            return await clients.clients_by_phone(conn, e164)
+
+    async def get_clients(self, ids: Iterable[str]) -> dict[str, Client]:
+        async with self.engine.connect() as conn:
+            return await clients.get_clients(conn, ids)
+
+    def iter_phone_index(self) -> AsyncIterator[tuple[str, str]]:
+        return clients.iter_phone_index(self.engine)
+
+    # routing audit and leads
+    async def save_route_decision(self, row: RouteDecisionRow) -> None:
+        async with self.engine.begin() as conn:
+            await routing.save_route_decision(conn, row)
+
+    async def save_lead(self, pbx: str, phone: str, raw: str | None, call_id: str | None) -> bool:
+        async with self.engine.begin() as conn:
+            return await routing.save_lead(conn, pbx, phone, raw, call_id)

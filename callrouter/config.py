@@ -148,10 +148,18 @@ class DeviceMap:
         return name
 
     def agent_of(self, channel_name: str) -> str | None:
+        """The manager extension behind a channel, or None when it is not an agent's device
+        (a trunk, a queue, a PSTN number). Unconfigured devices count when their resource is
+        extension-shaped (2-6 digits) or a configured extension."""
         device = self.device_of(channel_name)
         ext = self._by_device.get(device.lower())
         if ext is not None:
             return ext
         _, _, res = device.partition("/")
         res = res.split("@", 1)[0]
-        return res or None
+        if res in self.extensions or _EXTENSION.fullmatch(res):
+            return res
+        return None
+
+
+_EXTENSION = re.compile(r"[0-9]{2,6}")

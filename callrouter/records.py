@@ -69,6 +69,7 @@ class CallRecord(_Frozen):
     answered_by: str | None = None
     final_agent: str | None = None
     queue: str | None = None
+    agent: str | None = None  # outbound: the manager who placed the call
     legs: tuple[Leg, ...] = ()
     transfers: tuple[Transfer, ...] = ()
     recording: str | None = None

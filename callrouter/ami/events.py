@@ -210,7 +210,7 @@ class QueueCallerAbandon(ChannelEvent):
 
 @dataclass(frozen=True, slots=True)
 class AgentEvent(AmiEvent):
-    caller: Channel
+    caller: Channel | None  # None on AgentComplete after the caller's channel is gone
     dest: Channel | None
     queue: str = ""
     member_name: str = ""
@@ -349,7 +349,7 @@ class _Headers:
 
 
 def _agent(cls, h: _Headers, t, **extra):
-    return cls(t, h.channel(), h.channel("Dest", required=False), h.get("Queue"),
+    return cls(t, h.channel(required=False), h.channel("Dest", required=False), h.get("Queue"),
                h.get("MemberName"), h.get("Interface"), **extra)
 
 

@@ -1,0 +1,48 @@
+"""What the tracker reports: live facts while a call runs, and the finished record."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from callrouter.records import CallRecord, Party
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRinging:
+    pbx: str
+    call_id: str
+    agent: str
+    device: str
+    caller: Party
+    client_id: str | None
+    at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAnswered:
+    pbx: str
+    call_id: str
+    agent: str
+    device: str
+    caller: Party
+    client_id: str | None
+    at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEnded:
+    """The agent's leg is over: answered and hung up, or stopped ringing (result says which)."""
+    pbx: str
+    call_id: str
+    agent: str
+    device: str
+    result: str
+    at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallFinished:
+    record: CallRecord
+
+
+Fact = AgentRinging | AgentAnswered | AgentEnded | CallFinished

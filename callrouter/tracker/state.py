@@ -1,0 +1,76 @@
+"""Mutable per-call state the reducer keeps while a call is in flight.
+
+Ordering uses `seq` (the position of the event in the stream), not time: captures
+without timestamps must still tell which hangup came first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from callrouter.records import Transfer
+
+
+@dataclass(slots=True)
+class Signal:
+    """A hangup request or hangup seen on a channel: who asked to end, and how."""
+    seq: int
+    time: float | None
+    soft: bool      # SoftHangupRequest: Asterisk itself asked (dialplan, AMI action, bridge)
+    request: bool   # False: a bare Hangup with no request before it
+
+
+@dataclass(slots=True)
+class ChannelState:
+    uniqueid: str
+    name: str
+    linkedid: str
+    seq: int                      # stream position of its first sighting
+    created_at: float | None
+    seen_created: bool            # Newchannel observed (False: joined mid-call)
+    exten: str = ""               # dialplan exten when created (the DID on inbound)
+    context: str = ""
+    caller_num: str = ""
+    caller_name: str = ""
+    up_at: float | None = None
+    hangup_at: float | None = None
+    hungup: bool = False
+    cause: int | None = None
+    first_signal: Signal | None = None
+    local_peer: str | None = None  # the other half of a Local channel
+    queue: str | None = None       # queue this channel waited in as a caller
+    dials: bool = False            # it dialed somewhere itself (so it is not an endpoint)
+    originated: bool = False       # destination of an originate pseudo-dial
+
+
+@dataclass(slots=True)
+class LegState:
+    """One Dial() attempt from `dialer` to `dest`."""
+    dest: str
+    dialer: str
+    device: str
+    began_seq: int
+    began_at: float | None
+    status: str | None = None      # first definitive DialEnd status: later ones do not overwrite
+    ended_at: float | None = None
+    answered_at: float | None = None
+    answered_seq: int | None = None
+    dial_exten: str = ""           # dialer's exten when it dialed (the number on outbound)
+    picked_up_by: str | None = None
+
+
+@dataclass(slots=True)
+class CallState:
+    key: str                                    # uniqueid of the first channel seen
+    channels: list[str] = field(default_factory=list)
+    linkedids: set[str] = field(default_factory=set)
+    legs: list[LegState] = field(default_factory=list)
+    transfers: list[Transfer] = field(default_factory=list)
+    queue: str | None = None
+    recording: str | None = None
+    route_vars: dict[str, str] = field(default_factory=dict)
+    gaps: list[str] = field(default_factory=list)
+    holder: str | None = None        # uniqueid of the agent-side channel last bridged with the caller
+    holder_seq: int = -1
+    last_seq: int = 0
+    last_time: float | None = None
+    ringing_agents: set[str] = field(default_factory=set)

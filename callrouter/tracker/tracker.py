@@ -1,0 +1,445 @@
+"""The call tracker: a pure reducer from typed AMI events to call facts.
+
+No IO and no clock: time comes with the events. Feed it events in stream order with
+`feed`; it returns the facts each event produced (agent ringing/answered/ended, and a
+`CallFinished` with the call record when the last channel of a call hangs up).
+
+How channels become one call: they share a linkedid, or one dialed the other, or they
+are two halves of a Local channel, or they met in a bridge, a transfer or a pickup.
+Linkedids change on transfers and pickups, so the linkedid alone is never trusted:
+any of those links merges the two calls into the older one.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime, timezone
+
+from callrouter.ami import events as ev
+from callrouter.config import DeviceMap
+from callrouter.records import CallRecord, Party, Transfer
+
+from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact
+from .record import build_record, leg_result_of_status
+from .state import CallState, ChannelState, LegState, Signal
+
+_ROUTE_VARS = {"ROUTE_DIAL", "ROUTE_TIMEOUT", "ROUTE_FALLBACK", "ROUTE_REASON", "CLIENT_ID",
+               "CLIENT_NAME", "ROUTE_RULE", "AGISTATUS"}
+_FORGET_AFTER = 100_000  # uniqueids of finished calls remembered, to drop their trailing events
+
+
+def _dt(t: float | None) -> datetime | None:
+    # relative capture times (seconds since the capture began) are not wall-clock times
+    return datetime.fromtimestamp(t, tz=timezone.utc) if t is not None and t > 1e9 else None
+
+
+class Tracker:
+    def __init__(self, pbx: str = "main", devices: DeviceMap | None = None, region: str = "RU"):
+        self.pbx = pbx
+        self.devices = devices or DeviceMap()
+        self.region = region
+        self._seq = 0
+        self._channels: dict[str, ChannelState] = {}
+        self._by_name: dict[str, str] = {}
+        self._call_of: dict[str, CallState] = {}          # channel uniqueid -> call
+        self._by_linkedid: dict[str, CallState] = {}
+        self._bridges: dict[str, set[str]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._out: list[Fact] = []
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len({id(c) for c in self._call_of.values()})
+
+    def feed(self, event: ev.AmiEvent) -> list[Fact]:
+        self._seq += 1
+        self._out = []
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+        return self._out
+
+    def close(self, reason: str = "stream ended") -> list[Fact]:
+        """Every call still in flight, as an incomplete record (shutdown, end of a capture)."""
+        self._out = []
+        for call in self._live_calls():
+            call.gaps.append(reason)
+            self._finish(call)
+        return self._out
+
+    def expire(self, now: float, idle_seconds: float) -> list[Fact]:
+        """Calls with no event for `idle_seconds` (their hangups were lost, e.g. in an outage)."""
+        self._out = []
+        for call in self._live_calls():
+            if call.last_time is not None and now - call.last_time > idle_seconds:
+                call.gaps.append(f"no events for {idle_seconds:.0f}s")
+                self._finish(call)
+        return self._out
+
+    # ------------------------------------------------------------------ channels and calls
+
+    def _live_calls(self) -> list[CallState]:
+        seen: dict[int, CallState] = {}
+        for call in self._call_of.values():
+            seen.setdefault(id(call), call)
+        return sorted(seen.values(), key=lambda c: self._channels[c.key].seq)
+
+    def _channel(self, snap: ev.Channel | None, t: float | None, created: bool = False) -> ChannelState | None:
+        """The state of a channel an event mentions; first sighting creates it (and its call).
+        Channels of calls already finished return None: their trailing events are noise."""
+        if snap is None or snap.uniqueid in self._finished:
+            return None
+        ch = self._channels.get(snap.uniqueid)
+        if ch is None:
+            ch = ChannelState(uniqueid=snap.uniqueid, name=snap.name, linkedid=snap.linkedid, seq=self._seq,
+                              created_at=t, seen_created=created, exten=snap.exten, context=snap.context)
+            self._channels[ch.uniqueid] = ch
+            self._by_name[ch.name] = ch.uniqueid
+            call = self._by_linkedid.get(snap.linkedid)
+            if call is None:
+                call = CallState(key=ch.uniqueid)
+                if not created:
+                    call.gaps.append(f"call already in progress when first seen ({snap.name})")
+                call.linkedids.add(snap.linkedid)
+                self._by_linkedid[snap.linkedid] = call
+            call.channels.append(ch.uniqueid)
+            self._call_of[ch.uniqueid] = call
+        elif snap.linkedid and snap.linkedid != ch.linkedid:
+            # linkedid changed (transfer, pickup): the call it now points at is the same call
+            ch.linkedid = snap.linkedid
+            other = self._by_linkedid.get(snap.linkedid)
+            if other is None:
+                call = self._call_of[ch.uniqueid]
+                call.linkedids.add(snap.linkedid)
+                self._by_linkedid[snap.linkedid] = call
+            else:
+                self._merge(self._call_of[ch.uniqueid], other)
+        if snap.caller_num and snap.caller_num != "<unknown>" and not ch.up_at:
+            ch.caller_num = snap.caller_num
+        if snap.caller_name and snap.caller_name != "<unknown>" and not ch.up_at:
+            ch.caller_name = snap.caller_name
+        if snap.state == "Up" and ch.up_at is None:
+            ch.up_at = t if t is not None else 0.0
+        call = self._call_of[ch.uniqueid]
+        call.last_seq = self._seq
+        if t is not None:
+            call.last_time = t
+        return ch
+
+    def _merge(self, a: CallState, b: CallState) -> CallState:
+        """One call now: keep the older (its first channel was seen first)."""
+        if a is b:
+            return a
+        if self._channels[b.key].seq < self._channels[a.key].seq:
+            a, b = b, a
+        for uid in b.channels:
+            self._call_of[uid] = a
+        a.channels.extend(b.channels)
+        for lid in b.linkedids:
+            self._by_linkedid[lid] = a
+        a.linkedids |= b.linkedids
+        a.legs.extend(b.legs)
+        a.legs.sort(key=lambda leg: leg.began_seq)
+        a.transfers.extend(b.transfers)
+        a.queue = a.queue or b.queue
+        a.recording = a.recording or b.recording
+        for k, v in b.route_vars.items():
+            a.route_vars.setdefault(k, v)
+        a.gaps.extend(b.gaps)
+        if b.holder_seq > a.holder_seq:
+            a.holder, a.holder_seq = b.holder, b.holder_seq
+        a.last_seq = max(a.last_seq, b.last_seq)
+        a.last_time = max((x for x in (a.last_time, b.last_time) if x is not None), default=None)
+        a.ringing_agents |= b.ringing_agents
+        return a
+
+    def _link(self, *chans: ChannelState | None) -> CallState | None:
+        calls = [self._call_of[c.uniqueid] for c in chans if c is not None]
+        if not calls:
+            return None
+        call = calls[0]
+        for other in calls[1:]:
+            call = self._merge(call, other)
+        return call
+
+    def _leg_to(self, dest_uid: str, dialer_uid: str | None = None) -> LegState | None:
+        call = self._call_of.get(dest_uid)
+        if call is None:
+            return None
+        for leg in reversed(call.legs):
+            if leg.dest == dest_uid and (dialer_uid is None or leg.dialer == dialer_uid):
+                return leg
+        return None
+
+    def _agent_leg_side(self, uid: str) -> LegState | None:
+        """The leg whose destination is this channel or its Local twin."""
+        leg = self._leg_to(uid)
+        if leg is None:
+            peer = self._channels[uid].local_peer
+            if peer is not None:
+                leg = self._leg_to(peer)
+        return leg
+
+    def _party(self, call: CallState) -> Party:
+        root = self._channels[call.key]
+        raw = root.caller_num or None
+        from callrouter.phone import normalize
+        return Party(number=normalize(raw, self.region), raw=raw, name=root.caller_name or None)
+
+    # ------------------------------------------------------------------ finishing
+
+    def _maybe_finish(self, call: CallState) -> None:
+        if all(self._channels[uid].hungup for uid in call.channels):
+            self._finish(call)
+
+    def _finish(self, call: CallState) -> None:
+        record = build_record(call, self._channels, self.devices, self.pbx, self.region)
+        for uid in call.channels:
+            ch = self._channels.pop(uid, None)
+            if ch is not None and self._by_name.get(ch.name) == uid:
+                del self._by_name[ch.name]
+            self._call_of.pop(uid, None)
+            self._finished[uid] = None
+        for lid in call.linkedids:
+            if self._by_linkedid.get(lid) is call:
+                del self._by_linkedid[lid]
+        while len(self._finished) > _FORGET_AFTER:
+            self._finished.popitem(last=False)
+        self._out.append(CallFinished(record))
+
+    # ------------------------------------------------------------------ handlers
+
+    def _on_newchannel(self, e: ev.Newchannel) -> None:
+        self._channel(e.channel, e.time, created=True)
+
+    def _on_channel_update(self, e: ev.ChannelEvent) -> None:
+        self._channel(e.channel, e.time)
+
+    def _on_varset(self, e: ev.VarSet) -> None:
+        ch = self._channel(e.channel, e.time)
+        if ch is None:
+            return
+        call = self._call_of[ch.uniqueid]
+        name = e.variable.upper()
+        if name == "MIXMONITOR_FILENAME" and e.value and not call.recording:
+            call.recording = e.value
+        elif name in _ROUTE_VARS:
+            call.route_vars[name] = e.value
+
+    def _on_hangup_request(self, e: ev.HangupRequest) -> None:
+        ch = self._channel(e.channel, e.time)
+        if ch is not None and ch.first_signal is None:
+            ch.first_signal = Signal(self._seq, e.time, e.soft, True)
+
+    def _on_hangup(self, e: ev.Hangup) -> None:
+        ch = self._channel(e.channel, e.time)
+        if ch is None:
+            return
+        if ch.first_signal is None:
+            ch.first_signal = Signal(self._seq, e.time, False, False)
+        ch.hungup, ch.hangup_at, ch.cause = True, e.time, e.cause
+        call = self._call_of[ch.uniqueid]
+        leg = self._leg_to(ch.uniqueid)
+        if leg is not None:
+            if leg.ended_at is None:
+                leg.ended_at = e.time
+            self._agent_done(call, leg)
+        self._maybe_finish(call)
+
+    def _agent_done(self, call: CallState, leg: LegState) -> None:
+        agent = self.devices.agent_of(self._channels[leg.dest].name) if leg.dest in self._channels else None
+        if agent is None or agent not in call.ringing_agents:
+            return
+        call.ringing_agents.discard(agent)
+        result = leg_result_of_status(leg.status, answered=leg.answered_at is not None) or "no-answer"
+        self._out.append(AgentEnded(self.pbx, call.key, agent, leg.device, result, _dt(leg.ended_at)))
+
+    def _on_dial_begin(self, e: ev.DialBegin) -> None:
+        dest = self._channel(e.dest, e.time)
+        if dest is None:
+            return
+        if e.caller is None:
+            dest.originated = True  # originate pseudo-dial: the 'caller' is the PBX itself
+            return
+        dialer = self._channel(e.caller, e.time)
+        if dialer is None:
+            return
+        call = self._link(dialer, dest)
+        dialer.dials = True
+        leg = LegState(dest=dest.uniqueid, dialer=dialer.uniqueid, device=DeviceMap.device_of(dest.name),
+                       began_seq=self._seq, began_at=e.time, dial_exten=e.caller.exten)
+        call.legs.append(leg)
+        agent = self.devices.agent_of(dest.name)
+        if agent is not None and agent not in call.ringing_agents:
+            call.ringing_agents.add(agent)
+            self._out.append(AgentRinging(self.pbx, call.key, agent, leg.device, self._party(call),
+                                          call.route_vars.get("CLIENT_ID") or None, _dt(e.time)))
+
+    def _on_dial_end(self, e: ev.DialEnd) -> None:
+        dest = self._channel(e.dest, e.time)
+        if dest is None or e.caller is None:
+            return
+        dialer = self._channel(e.caller, e.time)
+        leg = self._leg_to(dest.uniqueid, dialer.uniqueid if dialer else None)
+        if leg is None:
+            return
+        status = e.status.upper()
+        if leg.status is None and status not in ("", "RINGING", "PROCEEDING", "PROGRESS"):
+            leg.status = status
+            leg.ended_at = e.time
+            if status == "ANSWER":
+                leg.answered_at, leg.answered_seq = e.time, self._seq
+                call = self._call_of[dest.uniqueid]
+                agent = self.devices.agent_of(dest.name)
+                if agent is not None:
+                    self._out.append(AgentAnswered(self.pbx, call.key, agent, leg.device, self._party(call),
+                                                   call.route_vars.get("CLIENT_ID") or None, _dt(e.time)))
+            else:
+                self._agent_done(self._call_of[dest.uniqueid], leg)
+
+    def _on_local_bridge(self, e: ev.LocalBridge) -> None:
+        one, two = self._channel(e.one, e.time), self._channel(e.two, e.time)
+        if one is None or two is None:
+            return
+        one.local_peer, two.local_peer = two.uniqueid, one.uniqueid
+        self._link(one, two)
+
+    def _on_bridge_enter(self, e: ev.BridgeEnter) -> None:
+        ch = self._channel(e.channel, e.time)
+        if ch is None:
+            return
+        members = self._bridges.setdefault(e.bridge_id, set())
+        members.add(ch.uniqueid)
+        live = [self._channels[u] for u in members if u in self._channels]
+        call = self._link(*live)
+        # whoever holds the call: an agent-side channel bridged with anything not on its own leg
+        for m in live:
+            leg = self._agent_leg_side(m.uniqueid)
+            if leg is None or self.devices.agent_of(self._channels[leg.dest].name) is None:
+                continue
+            own = {leg.dest, self._channels[leg.dest].local_peer}
+            if any(o.uniqueid not in own for o in live):
+                call.holder, call.holder_seq = leg.dest, self._seq
+
+    def _on_bridge_leave(self, e: ev.BridgeLeave) -> None:
+        members = self._bridges.get(e.bridge_id)
+        if members is not None:
+            members.discard(e.channel.uniqueid)
+            if not members:
+                del self._bridges[e.bridge_id]
+        self._channel(e.channel, e.time)
+
+    def _on_queue_join(self, e: ev.QueueCallerJoin) -> None:
+        ch = self._channel(e.channel, e.time)
+        if ch is None:
+            return
+        ch.queue = e.queue
+        call = self._call_of[ch.uniqueid]
+        call.queue = call.queue or e.queue
+
+    def _on_agent_ring_no_answer(self, e: ev.AgentRingNoAnswer) -> None:
+        if e.dest is None or e.dest.uniqueid not in self._channels:
+            return
+        leg = self._leg_to(e.dest.uniqueid)
+        if leg is not None and leg.status is None:
+            leg.status = "NOANSWER"
+            leg.ended_at = e.time
+
+    def _on_blind_transfer(self, e: ev.BlindTransfer) -> None:
+        if e.result and e.result.lower() != "success":
+            return
+        src = self._channel(e.transferer, e.time)
+        dst = self._channel(e.transferee, e.time)
+        call = self._link(src, dst)
+        if call is None:
+            return
+        who = self.devices.agent_of(e.transferer.name)
+        call.transfers.append(Transfer(kind="blind", **{"from": who}, to=e.extension or None))
+
+    def _on_attended_transfer(self, e: ev.AttendedTransfer) -> None:
+        if e.result and e.result.lower() != "success":
+            return
+        chans = [self._channel(s, e.time) for s in (e.orig_transferer, e.second_transferer, e.transferee,
+                                                   e.transfer_target)]
+        call = self._link(*chans)
+        if call is None:
+            return
+        who = self.devices.agent_of(e.orig_transferer.name)
+        target = None
+        for snap in (e.transfer_target, e.second_transferer):
+            if snap is None:
+                continue
+            uid = snap.uniqueid
+            if uid in self._channels:
+                # the consultation leg's destination is the agent the call went to
+                leg = self._agent_leg_side(uid)
+                name = self._channels[leg.dest].name if leg else snap.name
+                target = self.devices.agent_of(name)
+                if target and target != who:
+                    break
+        call.transfers.append(Transfer(kind="attended", **{"from": who}, to=target))
+
+    def _on_pickup(self, e: ev.Pickup) -> None:
+        picker = self._channel(e.channel, e.time)
+        target = self._channel(e.target, e.time)
+        if picker is None or target is None:
+            return
+        call = self._link(target, picker)
+        ringing = self._agent_leg_side(target.uniqueid)
+        if ringing is not None:
+            ringing.picked_up_by = self.devices.agent_of(picker.name)
+            if ringing.status is None:
+                ringing.status = "PICKUP"
+                ringing.ended_at = e.time
+            # the picker's phone becomes an answered leg of this call
+            leg = LegState(dest=picker.uniqueid, dialer=ringing.dialer, device=DeviceMap.device_of(picker.name),
+                           began_seq=self._seq, began_at=e.time, status="ANSWER", ended_at=e.time,
+                           answered_at=e.time, answered_seq=self._seq)
+            call.legs.append(leg)
+
+    def _on_rename(self, e: ev.Rename) -> None:
+        ch = self._channels.get(e.uniqueid)
+        if ch is not None:
+            self._by_name.pop(ch.name, None)
+            ch.name = e.new_name
+            self._by_name[ch.name] = ch.uniqueid
+
+    def _on_gap(self, e: ev.StreamGap) -> None:
+        for call in self._live_calls():
+            call.gaps.append(e.reason or "events may be missing")
+
+
+_HANDLERS = {
+    ev.Newchannel: Tracker._on_newchannel,
+    ev.Newstate: Tracker._on_channel_update,
+    ev.NewCallerid: Tracker._on_channel_update,
+    ev.NewConnectedLine: Tracker._on_channel_update,
+    ev.Newexten: Tracker._on_channel_update,
+    ev.VarSet: Tracker._on_varset,
+    ev.HangupRequest: Tracker._on_hangup_request,
+    ev.Hangup: Tracker._on_hangup,
+    ev.DialBegin: Tracker._on_dial_begin,
+    ev.DialEnd: Tracker._on_dial_end,
+    ev.LocalBridge: Tracker._on_local_bridge,
+    ev.BridgeEnter: Tracker._on_bridge_enter,
+    ev.BridgeLeave: Tracker._on_bridge_leave,
+    ev.QueueCallerJoin: Tracker._on_queue_join,
+    ev.AgentRingNoAnswer: Tracker._on_agent_ring_no_answer,
+    ev.BlindTransfer: Tracker._on_blind_transfer,
+    ev.AttendedTransfer: Tracker._on_attended_transfer,
+    ev.Pickup: Tracker._on_pickup,
+    ev.Rename: Tracker._on_rename,
+    ev.StreamGap: Tracker._on_gap,
+}
+
+
+def replay(events, pbx: str = "main", devices: DeviceMap | None = None, region: str = "RU") -> list[CallRecord]:
+    """Every finished call record of an event sequence (open calls at the end as incomplete)."""
+    tracker = Tracker(pbx, devices, region)
+    records: list[CallRecord] = []
+    for event in events:
+        records.extend(f.record for f in tracker.feed(event) if isinstance(f, CallFinished))
+    records.extend(f.record for f in tracker.close("capture ended with the call in progress")
+                   if isinstance(f, CallFinished))
+    return records

@@ -129,7 +129,7 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
         direction = "out" if outside_legs else "internal"
 
     # who answered: for the manager's own outbound call it is the far end
-    answer_pool = outside_legs if direction == "out" else agent_legs
+    answer_pool = outside_legs if direction == "out" else legs
     answered = sorted((leg for leg in answer_pool
                        if leg.answered_at is not None or (leg.status is None and
                                                           v.ch.get(leg.dest) and v.ch[leg.dest].up_at)),
@@ -206,7 +206,7 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
         gaps.append("call still in progress")
 
     return CallRecord(
-        pbx=pbx, call_id=root.linkedid if root.seen_created else call.key,
+        pbx=pbx, call_id=root.first_linkedid,
         direction=direction, caller=caller, callee=callee,
         client_id=rv.get("CLIENT_ID") or None, route=route,
         started_at=_dt(started), answered_at=_dt(answered_at), ended_at=_dt(ended),

@@ -23,7 +23,8 @@ class Signal:
 class ChannelState:
     uniqueid: str
     name: str
-    linkedid: str
+    linkedid: str                 # current: changes on transfers and pickups
+    first_linkedid: str           # when first seen: the call's id is its first channel's
     seq: int                      # stream position of its first sighting
     created_at: float | None
     seen_created: bool            # Newchannel observed (False: joined mid-call)

@@ -92,7 +92,8 @@ class Tracker:
             return None
         ch = self._channels.get(snap.uniqueid)
         if ch is None:
-            ch = ChannelState(uniqueid=snap.uniqueid, name=snap.name, linkedid=snap.linkedid, seq=self._seq,
+            ch = ChannelState(uniqueid=snap.uniqueid, name=snap.name, linkedid=snap.linkedid,
+                              first_linkedid=snap.linkedid, seq=self._seq,
                               created_at=t, seen_created=created, exten=snap.exten, context=snap.context)
             self._channels[ch.uniqueid] = ch
             self._by_name[ch.name] = ch.uniqueid

@@ -93,10 +93,10 @@ class _View:
 
 
 def _leg_result(v: _View, leg: LegState, answered: list[LegState], caller_gave_up: bool) -> str:
-    result = leg_result_of_status(leg.status, answered=leg.answered_at is not None)
+    result = leg_result_of_status(leg.status, answered=leg.answered_seq is not None)
     if result is None:  # no DialEnd: the destination channel's fate tells
         dest = v.ch.get(leg.dest)
-        if dest is not None and dest.up_at is not None:
+        if dest is not None and dest.up:
             result = "answered"
         elif dest is not None and dest.cause in _CAUSE_BUSY:
             result = "busy"
@@ -131,8 +131,8 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
     # who answered: for the manager's own outbound call it is the far end
     answer_pool = outside_legs if direction == "out" else legs
     answered = sorted((leg for leg in answer_pool
-                       if leg.answered_at is not None or (leg.status is None and
-                                                          v.ch.get(leg.dest) and v.ch[leg.dest].up_at)),
+                       if leg.answered_seq is not None or (leg.status is None and
+                                                           v.ch.get(leg.dest) and v.ch[leg.dest].up)),
                       key=lambda leg: leg.answered_seq if leg.answered_seq is not None else leg.began_seq)
     first = answered[0] if answered else None
     answered_at = None
@@ -152,7 +152,7 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
     # a soft request on the channel running the dialplan is Asterisk ending it, not the caller
     caller_gave_up = caller_first and _by_outside(v, cs, caller_side, direction)
 
-    all_answered = [leg for leg in legs if leg.answered_at is not None]
+    all_answered = [leg for leg in legs if leg.answered_seq is not None]
     leg_rows = []
     for leg in legs:
         result = _leg_result(v, leg, all_answered, caller_gave_up and first is None)
@@ -210,8 +210,8 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
         direction=direction, caller=caller, callee=callee,
         client_id=rv.get("CLIENT_ID") or None, route=route,
         started_at=_dt(started), answered_at=_dt(answered_at), ended_at=_dt(ended),
-        ring_seconds=_secs(started, answered_at if answered_at is not None else ended),
-        talk_seconds=_secs(answered_at, ended) if answered_at is not None else (0.0 if ended is not None else None),
+        ring_seconds=_secs(started, answered_at) if first is not None else _secs(started, ended),
+        talk_seconds=_secs(answered_at, ended) if first is not None else (0.0 if ended is not None else None),
         duration_seconds=_secs(started, ended),
         outcome=outcome, hangup_by=hangup_by, answered_by=answered_by, final_agent=final_agent,
         queue=call.queue, legs=tuple(leg_rows), transfers=tuple(call.transfers),
@@ -244,7 +244,7 @@ def _parties(v: _View, direction: str, root_agent: str | None, outside_legs: lis
                 Party(number=normalize(did, region), raw=did, name=None))
     me = Party(number=None, raw=raw or root_agent, name=name)
     if direction == "out":
-        leg = next((leg for leg in outside_legs if leg.answered_at is not None), outside_legs[0])
+        leg = next((leg for leg in outside_legs if leg.answered_seq is not None), outside_legs[0])
         dest = v.ch.get(leg.dest)
         res = DeviceMap.device_of(dest.name).partition("/")[2].split("@", 1)[0] if dest else ""
         number = next((x for x in (res, leg.dial_exten, dest.caller_num if dest else "")

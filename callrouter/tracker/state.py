@@ -32,6 +32,7 @@ class ChannelState:
     context: str = ""
     caller_num: str = ""
     caller_name: str = ""
+    up: bool = False
     up_at: float | None = None
     hangup_at: float | None = None
     hungup: bool = False

@@ -116,12 +116,12 @@ class Tracker:
                 self._by_linkedid[snap.linkedid] = call
             else:
                 self._merge(self._call_of[ch.uniqueid], other)
-        if snap.caller_num and snap.caller_num != "<unknown>" and not ch.up_at:
+        if snap.caller_num and snap.caller_num != "<unknown>" and not ch.up:
             ch.caller_num = snap.caller_num
-        if snap.caller_name and snap.caller_name != "<unknown>" and not ch.up_at:
+        if snap.caller_name and snap.caller_name != "<unknown>" and not ch.up:
             ch.caller_name = snap.caller_name
-        if snap.state == "Up" and ch.up_at is None:
-            ch.up_at = t if t is not None else 0.0
+        if snap.state == "Up" and not ch.up:
+            ch.up, ch.up_at = True, t
         call = self._call_of[ch.uniqueid]
         call.last_seq = self._seq
         if t is not None:
@@ -253,7 +253,7 @@ class Tracker:
         if agent is None or agent not in call.ringing_agents:
             return
         call.ringing_agents.discard(agent)
-        result = leg_result_of_status(leg.status, answered=leg.answered_at is not None) or "no-answer"
+        result = leg_result_of_status(leg.status, answered=leg.answered_seq is not None) or "no-answer"
         self._out.append(AgentEnded(self.pbx, call.key, agent, leg.device, result, _dt(leg.ended_at)))
 
     def _on_dial_begin(self, e: ev.DialBegin) -> None:

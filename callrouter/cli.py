@@ -72,5 +72,53 @@ def replay(ctx: click.Context, capture: str, pbx: str | None) -> None:
         click.echo(f"{bad} frame(s) skipped, see warnings above", err=True)
 
 
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the daemon: AMI events in, call records to the store. Stops cleanly on SIGTERM/SIGINT."""
+    from callrouter.daemon import run as run_daemon
+    from callrouter.store import SchemaNotCurrent
+
+    settings = _settings(ctx)
+    logging.getLogger().setLevel(settings.log_level if not ctx.find_root().params.get("verbose") else "DEBUG")
+    try:
+        run_daemon(settings)
+    except* SchemaNotCurrent as eg:
+        raise click.ClickException(f"{eg.exceptions[0]} (run: callrouter db upgrade)") from None
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the store's schema to the current version (Alembic)."""
+    import asyncio
+
+    from callrouter.store import upgrade
+
+    settings = _settings(ctx)
+    try:
+        asyncio.run(upgrade(settings.database_url))
+    except Exception as e:  # the URL's password must not leak: show the error type and text only
+        raise click.ClickException(f"db upgrade failed: {type(e).__name__}: {_redact(str(e), settings)}") from None
+    click.echo("database schema is current")
+
+
+def _redact(text: str, settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(settings.database_url)
+        if url.password:
+            text = text.replace(str(url.password), "***")
+    except Exception:
+        pass
+    return text
+
+
 if __name__ == "__main__":
     main()

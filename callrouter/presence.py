@@ -1,0 +1,188 @@
+"""Presence (pure): is a manager's phone free right now? Learned from typed AMI events plus
+a DND set; no IO, no clock. The daemon feeds every AMI event to `Presence.apply` and
+loads DND from the store; routing asks `Presence.get(extension)`.
+
+Sources, per extension:
+- device state (`DeviceStateChange`: NOT_INUSE, INUSE, BUSY, RINGING, UNAVAILABLE, ...)
+  and hint state (`ExtensionStatus`: a bit mask) - whichever was reported last wins;
+- calls: a channel of the extension's device that is up, ringing or dialing makes it busy,
+  whatever the device state says (PBXs without hints send no device states at all);
+- DND: managers/supervisors set it through the store; `load_dnd`/`set_dnd` keep it here.
+
+Devices map to extensions through `callrouter.config.DeviceMap` (configured manager
+devices first, else the extension in the channel name). After a gap in the AMI stream
+(`StreamGap`), an Asterisk restart (`FullyBooted`) or `Shutdown`, everything learned
+from events is forgotten: nothing known is "unknown", which routing treats as available
+(a missed Hangup must not keep an owner "busy" forever). To re-learn at once after a
+reconnect, the AMI client can send DeviceStateList / ExtensionStateList /
+CoreShowChannels: their events feed `apply` like any other.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from callrouter.ami.events import (
+    AmiEvent,
+    ChannelEvent,
+    DeviceStateChange,
+    ExtensionStatus,
+    FullyBooted,
+    Hangup,
+    Newchannel,
+    Newstate,
+    Rename,
+    Shutdown,
+    StreamGap,
+)
+from callrouter.config import DeviceMap
+from callrouter.routing.types import AgentStatus, PresenceState
+
+_DEVICE_STATES: dict[str, PresenceState] = {
+    "NOT_INUSE": "idle",
+    "INUSE": "busy", "BUSY": "busy", "RINGING": "busy", "RINGINUSE": "busy", "ONHOLD": "busy",
+    "UNAVAILABLE": "unavailable", "INVALID": "unavailable",
+    "UNKNOWN": "unknown",
+}
+# Channel states (Newstate/Newchannel ChannelStateDesc) that occupy the phone.
+_BUSY_CHANNEL_STATES = frozenset({"Up", "Ringing", "Ring", "Dialing", "Dialing Offhook", "OffHook", "Busy",
+                                  "Pre-ring"})
+MAX_CHANNELS = 200_000  # bound on tracked channels if Hangups go missing without a StreamGap
+
+
+def _hint_state(status: int) -> PresenceState:
+    """ExtensionStatus Status: -2 removed, -1 not found, 0 idle, 1 in use, 2 busy,
+    4 unavailable, 8 ringing, 16 on hold (bits combine: 9 = in use + ringing)."""
+    if status < 0:
+        return "unknown"
+    if status & 4:
+        return "unavailable"
+    if status & (1 | 2 | 8 | 16):
+        return "busy"
+    return "idle"
+
+
+class Presence:
+    def __init__(self, devices: DeviceMap | None = None, dnd: Iterable[str] = ()):
+        self._map = devices or DeviceMap()
+        self._dnd: set[str] = set(dnd)
+        self._seq = 0
+        # extension -> device -> (state, seq)
+        self._devices: dict[str, dict[str, tuple[str, int]]] = {}
+        # extension -> (hint status, text, seq)
+        self._hints: dict[str, tuple[int, str, int]] = {}
+        # channel uniqueid -> (extension, channel name, state)
+        self._channels: dict[str, tuple[str, str, str]] = {}
+        self._ext_channels: dict[str, set[str]] = {}
+
+    # ------------------------------------------------------------ DND
+    def load_dnd(self, extensions: Iterable[str]) -> None:
+        """Replace the DND set (from the store's dnd_extensions())."""
+        self._dnd = set(extensions)
+
+    def set_dnd(self, extension: str, on: bool) -> None:
+        if on:
+            self._dnd.add(extension)
+        else:
+            self._dnd.discard(extension)
+
+    @property
+    def dnd(self) -> frozenset[str]:
+        return frozenset(self._dnd)
+
+    # ------------------------------------------------------------ events
+    def apply(self, event: AmiEvent) -> None:
+        """Feed one typed AMI event. Events that say nothing about presence are ignored."""
+        if isinstance(event, DeviceStateChange):
+            ext = self._map.agent_of(event.device)
+            if ext:
+                self._seq += 1
+                self._devices.setdefault(ext, {})[event.device.lower()] = (event.state.upper(), self._seq)
+        elif isinstance(event, ExtensionStatus):
+            if event.exten:
+                self._seq += 1
+                self._hints[event.exten] = (event.status, event.status_text, self._seq)
+        elif isinstance(event, Hangup):
+            self._drop_channel(event.channel.uniqueid)
+        elif isinstance(event, Newchannel | Newstate):
+            self._track_channel(event)
+        elif isinstance(event, Rename):
+            known = self._channels.get(event.uniqueid)
+            if known is not None:
+                self._drop_channel(event.uniqueid)
+                self._add_channel(event.uniqueid, event.new_name, known[2])
+        elif isinstance(event, StreamGap | FullyBooted | Shutdown):
+            self.forget_events()
+
+    def forget_events(self) -> None:
+        """Forget everything learned from events (DND stays: it comes from the store)."""
+        self._devices.clear()
+        self._hints.clear()
+        self._channels.clear()
+        self._ext_channels.clear()
+
+    def _track_channel(self, event: ChannelEvent) -> None:
+        ch = event.channel
+        known = self._channels.get(ch.uniqueid)
+        if known is not None and known[1] == ch.name:
+            self._channels[ch.uniqueid] = (known[0], known[1], ch.state)
+            return
+        if known is not None:
+            self._drop_channel(ch.uniqueid)
+        self._add_channel(ch.uniqueid, ch.name, ch.state)
+
+    def _add_channel(self, uniqueid: str, name: str, state: str) -> None:
+        ext = self._map.agent_of(name)
+        if not ext:
+            return
+        if len(self._channels) >= MAX_CHANNELS:
+            oldest = next(iter(self._channels))
+            self._drop_channel(oldest)
+        self._channels[uniqueid] = (ext, name, state)
+        self._ext_channels.setdefault(ext, set()).add(uniqueid)
+
+    def _drop_channel(self, uniqueid: str) -> None:
+        known = self._channels.pop(uniqueid, None)
+        if known is None:
+            return
+        chans = self._ext_channels.get(known[0])
+        if chans is not None:
+            chans.discard(uniqueid)
+            if not chans:
+                del self._ext_channels[known[0]]
+
+    # ------------------------------------------------------------ queries
+    def get(self, extension: str) -> AgentStatus:
+        dnd = extension in self._dnd
+        for uid in self._ext_channels.get(extension, ()):
+            _, name, state = self._channels[uid]
+            if state in _BUSY_CHANNEL_STATES:
+                return AgentStatus(extension, "busy", dnd, f"channel {name} {state}")
+        state, detail = self._reported(extension)
+        return AgentStatus(extension, state, dnd, detail if not dnd or state != "unknown" else "DND set")
+
+    def _reported(self, extension: str) -> tuple[PresenceState, str]:
+        devices = self._devices.get(extension) or {}
+        hint = self._hints.get(extension)
+        dev_seq = max((seq for _, seq in devices.values()), default=0)
+        if hint is not None and hint[2] > dev_seq:
+            status, text, _ = hint
+            return _hint_state(status), f"hint {extension} status {status}{' ' + text if text else ''}"
+        if not devices:
+            return "unknown", "no device or hint state seen"
+        states = {dev: _DEVICE_STATES.get(st, "unknown") for dev, (st, _) in devices.items()}
+        shown = ", ".join(f"{dev} {st}" for dev, (st, _) in sorted(devices.items()))
+        values = set(states.values())
+        if "busy" in values:
+            return "busy", shown
+        if "idle" in values:
+            return "idle", shown
+        if values == {"unavailable"}:
+            return "unavailable", shown
+        if "unavailable" in values and values <= {"unavailable", "unknown"}:
+            return "unavailable", shown
+        return "unknown", shown
+
+    def snapshot(self) -> dict[str, AgentStatus]:
+        """Every extension anything is known about -> its status (for display and tests)."""
+        exts = set(self._devices) | set(self._hints) | set(self._ext_channels) | self._dnd
+        return {e: self.get(e) for e in sorted(exts)}

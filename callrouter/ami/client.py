@@ -319,6 +319,7 @@ class AmiSource:
         self._finished = False
         self._ended = False
         self._closed = False
+        self._closing: asyncio.Future | None = None
 
     # ------------------------------------------------------------ public
 
@@ -358,8 +359,11 @@ class AmiSource:
     async def aclose(self) -> None:
         """Stop reconnecting, hang up, cancel timers. Events already read are still
         delivered by events(), which then ends."""
-        if self._closed:
-            return
+        if self._closing is None:  # later callers wait for the same close
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
@@ -458,12 +462,15 @@ class AmiSource:
         secret = cfg.secret.get_secret_value()
         login = self._manager.send_action(
             {"Action": "Login", "Username": cfg.username, "Secret": secret, "Events": "on"})
+        # Mark the login from the future's own callback: it runs before the consumer sees the
+        # events that followed the response in the same read (asyncio runs callbacks FIFO).
+        login.add_done_callback(lambda f: setattr(
+            proto, "logged_in", not f.cancelled() and bool(f.result().success)))
         await asyncio.wait({login, proto.lost}, timeout=cfg.connect_timeout,
                            return_when=asyncio.FIRST_COMPLETED)
         if login.done() and not login.cancelled():
             resp = login.result()
             if resp.success:
-                proto.logged_in = True
                 return proto
             proto.drop("login rejected")
             reason = str(resp.get("Message") or "no reason given")

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from callrouter.ami import client as client_mod
 from callrouter.ami.capture import parse_raw_frame, read_events
-from callrouter.ami.client import AmiConnectError, AmiLoginError, AmiSource
+from callrouter.ami.client import AmiConnectError, AmiLoginError, AmiSource, Backoff
 from callrouter.ami.events import Shutdown, StreamGap, Unknown, parse_event
 from callrouter.ami.framing import FrameSplitter, Oversized
 from callrouter.config import PbxConfig
@@ -260,6 +260,22 @@ async def test_a_shutdown_event_is_delivered_then_the_source_reconnects():
     assert got[:2] == typed(frames[:2])
     assert isinstance(got[2], Shutdown) and isinstance(got[3], StreamGap)
     assert fake.connections == 2
+
+
+def test_backoff_grows_within_bounds_and_resets():
+    backoff = Backoff(0.5, 30.0)
+    waits = [backoff.next() for _ in range(12)]
+    assert waits[0] == 0.5 and all(0.5 <= w <= 30.0 for w in waits)
+    assert all(w <= 0.5 * 2 ** n for n, w in enumerate(waits))  # never above the n-th cap
+    backoff.reset()
+    assert backoff.next() == 0.5
+
+
+def test_what_panoramisk_logs_about_an_action_is_redacted(caplog):
+    # panoramisk logs 'Fail to send %r' with the whole action on a write error
+    client_mod._panoramisk_log.error("Fail to send %r", {"Action": "Login", "Secret": SECRET})
+    client_mod._panoramisk_log.error("Action: Login\r\nSecret: %s\r\n", SECRET)
+    assert SECRET not in caplog.text and caplog.text.count("***") == 2
 
 
 # ---------------------------------------------------------------- lifecycle

@@ -63,7 +63,8 @@ class RoutingService:
         load = asyncio.create_task(self._load_directory(), name="phone-directory-load")
         self._tasks.append(load)
         if wait_for_directory:
-            await load
+            await asyncio.shield(load)
+        self._tasks.append(asyncio.create_task(self._refresh_directory(load), name="phone-directory-refresh"))
         self._tasks.append(asyncio.create_task(self._every(self._dnd_refresh, self.refresh_dnd), name="dnd-sync"))
         try:
             self.rules.install_sighup(also=[lambda: asyncio.ensure_future(self.refresh_dnd())])
@@ -94,6 +95,9 @@ class RoutingService:
             raise
         except Exception:  # noqa: BLE001
             log.exception("phone directory: first load failed; routing asks the store until a refresh works")
+
+    async def _refresh_directory(self, first_load: asyncio.Task) -> None:
+        await asyncio.wait([first_load])
         await self.directory.run_refresher(self._directory_refresh)
 
     async def _every(self, interval: float, fn: Callable[[], Any]) -> None:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from itertools import islice
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._upsert import chunks, insert_for
+from ._upsert import BulkDelete, BulkUpsert, chunks
 from .schema import ClientPhone, ClientRow
 
 _clients = ClientRow.__table__
@@ -17,9 +16,9 @@ _phones = ClientPhone.__table__
 
 # Clients per transaction when bulk loading: large enough that per-statement overhead
 # vanishes, small enough that a SQLite writer lock is held only briefly (the daemon
-# keeps logging calls while a CRM import runs) and the id IN-list stays bounded.
+# keeps logging calls while a CRM import runs).
 UPSERT_CHUNK = 5000
-_IN_CHUNK = 5000
+_IN_CHUNK = 5000  # ids per `IN (...)` list when reading
 
 
 class Client(BaseModel):
@@ -45,13 +44,10 @@ class Client(BaseModel):
 
 
 _UPDATED = ("name", "owner_extension", "monthly_turnover", "tier", "problem", "blocked")
-
-
-def _upsert_stmt(conn: AsyncConnection) -> Any:
-    ins = insert_for(conn.dialect, _clients)
-    set_: dict[str, Any] = {c: ins.excluded[c] for c in _UPDATED}
-    set_["updated_at"] = func.now()
-    return ins.on_conflict_do_update(index_elements=["id"], set_=set_)
+_upsert_clients = BulkUpsert(_clients, ("id", *_UPDATED), conflict=("id",), update=_UPDATED,
+                             touch="updated_at")
+_delete_phones = BulkDelete(_phones, "client_id")
+_insert_phones = BulkUpsert(_phones, ("client_id", "phone", "raw"))
 
 
 async def upsert_clients(engine: AsyncEngine, clients: Iterable[Client],
@@ -65,17 +61,14 @@ async def upsert_clients(engine: AsyncEngine, clients: Iterable[Client],
     while chunk := list(islice(it, chunk_size)):
         by_id = {c.id: c for c in chunk}  # the last version of a repeated id wins
         async with engine.begin() as conn:
-            await conn.execute(_upsert_stmt(conn), [
-                {"id": c.id, "name": c.name, "owner_extension": c.owner_extension,
-                 "monthly_turnover": c.monthly_turnover, "tier": c.tier,
-                 "problem": c.problem, "blocked": c.blocked}
+            await _upsert_clients.run(conn, [
+                (c.id, c.name, c.owner_extension, c.monthly_turnover, c.tier, c.problem, c.blocked)
                 for c in by_id.values()])
-            await conn.execute(delete(_phones).where(_phones.c.client_id.in_(by_id.keys())))
+            # phone lists are replaced, not merged: the CRM's current list is the truth
+            await _delete_phones.run(conn, list(by_id))
             # `raw` keeps the value as handed to the store; Client carries E.164 only
-            phones = [{"client_id": c.id, "phone": p, "raw": p}
-                      for c in by_id.values() for p in c.phones]
-            if phones:
-                await conn.execute(insert(_phones), phones)
+            await _insert_phones.run(
+                conn, [(c.id, p, p) for c in by_id.values() for p in c.phones])
         written += len(by_id)
     return written
 

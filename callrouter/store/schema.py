@@ -98,6 +98,9 @@ class ManagerDevice(Base):
 
 class ClientRow(Base):
     __tablename__ = "clients"
+    # SQLite: a clustered table (no separate rowid B-tree next to the PK index) halves
+    # the index work of a million-client import. Ignored by PostgreSQL.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
     name: Mapped[str] = mapped_column(String)
@@ -112,6 +115,7 @@ class ClientRow(Base):
 
 class ClientPhone(Base):
     __tablename__ = "client_phones"
+    __table_args__ = {"sqlite_with_rowid": False}  # see ClientRow
 
     # PK (client_id, phone): a client lists a phone once; the same phone on two clients
     # is allowed on purpose, so lookups can see (and routing can report) the ambiguity.

@@ -65,6 +65,7 @@ def upgrade() -> None:
         _flag("blocked"),
         _ts("updated_at", nullable=False, now=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_clients")),
+        sqlite_with_rowid=False,  # SQLite: clustered on the PK, cheaper bulk imports
     )
     op.create_table(
         "client_phones",
@@ -74,6 +75,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["client_id"], ["clients.id"], ondelete="CASCADE",
                                 name=op.f("fk_client_phones_client_id_clients")),
         sa.PrimaryKeyConstraint("client_id", "phone", name=op.f("pk_client_phones")),
+        sqlite_with_rowid=False,
     )
     op.create_index(op.f("ix_client_phones_phone"), "client_phones", ["phone"])
 

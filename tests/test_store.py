@@ -1,0 +1,249 @@
+"""The store against real databases (SQLite file and PostgreSQL; see conftest.py)."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select
+
+from callrouter.config import ManagerConfig
+from callrouter.records import CallRecord
+from callrouter.store import Client, RouteDecisionRow, SchemaNotCurrent, Store, upgrade
+from callrouter.store.engine import make_engine
+from callrouter.store.migrate import current, head
+from callrouter.store.schema import Call, CallLeg, ManagerDevice, RouteDecision, metadata
+
+# The DESIGN.md example, as the tracker would emit it (note the +03:00 offsets).
+ANSWERED_JSON = """{
+ "schema": 1, "pbx": "main", "call_id": "1795370004.5", "direction": "in",
+ "caller": {"number": "+79161234567", "raw": "89161234567", "name": "Ivan Petrov"},
+ "callee": {"number": null, "raw": "100", "name": null},
+ "client_id": "c-1001",
+ "route": {"rule": "owner", "reason": "owner", "dial": "PJSIP/101", "latency_ms": 0.4},
+ "started_at": "2026-11-22T20:51:43.120+03:00", "answered_at": "2026-11-22T20:51:47.120+03:00",
+ "ended_at": "2026-11-22T20:52:17.120+03:00",
+ "ring_seconds": 4.0, "talk_seconds": 30.0, "duration_seconds": 34.0,
+ "outcome": "answered", "hangup_by": "caller", "answered_by": "102", "final_agent": "104",
+ "queue": "retail",
+ "legs": [{"agent": "101", "device": "PJSIP/101", "ring_seconds": 4.0, "result": "no-answer"},
+          {"agent": "102", "device": "PJSIP/102", "ring_seconds": 4.0, "result": "answered",
+           "queue": "retail"},
+          {"agent": "103", "device": "PJSIP/103", "ring_seconds": 4.0,
+           "result": "answered-elsewhere", "queue": "retail"}],
+ "transfers": [{"kind": "blind", "from": "102", "to": "104"}],
+ "recording": "/var/spool/asterisk/monitor/1795370004.5.wav",
+ "complete": true
+}"""
+ANSWERED = CallRecord.model_validate_json(ANSWERED_JSON)
+
+
+def record(**changes: Any) -> CallRecord:
+    """ANSWERED with some fields changed, validated like any incoming record."""
+    return CallRecord.model_validate({**ANSWERED.to_dict(), **changes})
+
+
+async def legs_of(store: Store, pbx: str, call_id: str) -> list[tuple[int, str | None, str]]:
+    legs, calls = CallLeg.__table__, Call.__table__
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(legs.c.seq, legs.c.agent, legs.c.result).join(calls, calls.c.id == legs.c.call_id)
+            .where(calls.c.pbx == pbx, calls.c.call_id == call_id).order_by(legs.c.seq))
+        return [tuple(r) for r in rows]
+
+
+# migrations
+
+async def test_upgrade_creates_schema_matching_models(store_url: str) -> None:
+    assert await current(store_url) is None
+    await upgrade(store_url)
+    assert await current(store_url) == head()
+    await upgrade(store_url)  # already at head: a no-op, not an error
+
+    engine = make_engine(store_url)
+    try:
+        async with engine.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+            # the models (used by queries) and the migrations (which built the DB) agree
+            diff = await conn.run_sync(lambda c: compare_metadata(
+                MigrationContext.configure(c, opts={"compare_type": True}), metadata))
+    finally:
+        await engine.dispose()
+    assert {"managers", "manager_devices", "clients", "client_phones", "calls", "call_legs",
+            "route_decisions", "leads", "alembic_version"} <= tables
+    assert diff == []
+
+
+async def test_store_refuses_unmigrated_database(store_url: str) -> None:
+    with pytest.raises(SchemaNotCurrent, match="callrouter db upgrade"):
+        async with Store(store_url):
+            pass
+
+
+# calls
+
+async def test_save_call_twice_keeps_one_row_and_replaces_legs(store: Store) -> None:
+    await store.save_call(ANSWERED)
+    assert len(await legs_of(store, "main", ANSWERED.call_id)) == 3
+
+    shorter = record(legs=[{"agent": "102", "device": "PJSIP/102", "ring_seconds": 2.0,
+                            "result": "answered"}], answered_by="102", final_agent="102",
+                     transfers=[])
+    await store.save_call(shorter)
+    await store.save_call(shorter)
+
+    assert await store.count_calls() == 1
+    assert await legs_of(store, "main", ANSWERED.call_id) == [(0, "102", "answered")]
+    assert await store.get_call("main", ANSWERED.call_id) == shorter
+
+
+async def test_save_calls_batch_of_40_distinct(store: Store) -> None:
+    batch = [record(call_id=f"1795370{i:03d}.1") for i in range(40)]
+    await store.save_calls(batch)
+    await store.save_calls(batch)  # replaying a batch (e.g. after a crash) adds nothing
+
+    assert await store.count_calls() == 40
+    assert await store.count_calls(pbx="main") == 40
+    assert await store.count_calls(pbx="branch") == 0
+    assert await store.get_call("main", batch[17].call_id) == batch[17]
+    assert len(await legs_of(store, "main", batch[39].call_id)) == 3
+
+
+async def test_same_call_id_on_two_pbxes_is_two_calls(store: Store) -> None:
+    await store.save_calls([ANSWERED, record(pbx="branch")])
+    assert await store.count_calls() == 2
+    assert (await store.get_call("branch", ANSWERED.call_id)).pbx == "branch"
+
+
+async def test_batch_repeating_a_call_keeps_the_last_version(store: Store) -> None:
+    first = record(outcome="missed", answered_by=None, final_agent=None, answered_at=None)
+    await store.save_calls([first, ANSWERED])
+    assert await store.count_calls() == 1
+    assert await store.get_call("main", ANSWERED.call_id) == ANSWERED
+
+
+async def test_incomplete_record_is_replaced_by_the_complete_one(store: Store) -> None:
+    partial = record(complete=False, gaps=["AMI disconnected 20:51:50-20:52:30"],
+                     outcome="missed", answered_at=None, answered_by=None, final_agent=None,
+                     ended_at=None, talk_seconds=None, duration_seconds=None,
+                     legs=[ANSWERED.legs[0].model_dump(by_alias=True)], transfers=[])
+    await store.save_call(partial)
+    assert (await store.get_call("main", ANSWERED.call_id)).complete is False
+
+    await store.save_call(ANSWERED)
+
+    assert await store.count_calls() == 1
+    assert await store.get_call("main", ANSWERED.call_id) == ANSWERED
+    assert len(await legs_of(store, "main", ANSWERED.call_id)) == 3
+    calls = Call.__table__
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(calls).where(calls.c.call_id == ANSWERED.call_id))).one()
+    # the query columns follow the record, not only the JSON
+    assert (row.complete, row.outcome, row.answered_by, row.final_agent) == (True, "answered", "102", "104")
+    assert (row.route_rule, row.route_dial, row.caller_number) == ("owner", "PJSIP/101", "+79161234567")
+
+
+async def test_get_call_round_trips_the_record(store: Store) -> None:
+    await store.save_call(ANSWERED)
+    got = await store.get_call("main", ANSWERED.call_id)
+    assert got == ANSWERED
+    assert got.to_dict() == ANSWERED.to_dict()
+    assert await store.get_call("main", "no-such-call") is None
+    assert await store.get_call("other-pbx", ANSWERED.call_id) is None
+
+
+async def test_timestamp_columns_are_utc_and_aware(store: Store) -> None:
+    await store.save_call(ANSWERED)
+    calls = Call.__table__
+    async with store.engine.connect() as conn:
+        started, ended = (await conn.execute(select(calls.c.started_at, calls.c.ended_at))).one()
+    assert started == datetime(2026, 11, 22, 17, 51, 43, 120000, tzinfo=UTC)
+    assert started.utcoffset().total_seconds() == 0 and ended == ANSWERED.ended_at
+
+
+# clients
+
+async def test_phone_on_two_clients_finds_both(store: Store) -> None:
+    shared = "+74951234567"
+    a = Client(id="c-1001", name="Romashka LLC", owner_extension="101", monthly_turnover=120000.5,
+               tier="wholesale", phones=("+79161234567", shared))
+    b = Client(id="c-1002", name="Vasilek", phones=(shared,), problem=True)
+    c = Client(id="c-1003", name="Other", phones=("+79990000000",), blocked=True)
+    assert await store.upsert_clients([a, b, c]) == 3
+
+    assert await store.clients_by_phone(shared) == [a, b]
+    assert await store.clients_by_phone("+79161234567") == [a]
+    assert await store.clients_by_phone("+70000000000") == []
+    assert await store.get_clients(["c-1003", "c-1001", "nope"]) == {"c-1003": c, "c-1001": a}
+    assert sorted([p async for p in store.iter_phone_index()]) == [
+        ("+74951234567", "c-1001"), ("+74951234567", "c-1002"),
+        ("+79161234567", "c-1001"), ("+79990000000", "c-1003")]
+
+
+async def test_upsert_clients_replaces_fields_and_phones(store: Store) -> None:
+    await store.upsert_clients([Client(id="c-1", name="Old", phones=("+79161111111", "+79162222222"))])
+    new = Client(id="c-1", name="New", monthly_turnover=50000.0, tier="wholesale",
+                 phones=("+79162222222", "+79163333333"))
+    # in one batch too, the last version of a client wins
+    await store.upsert_clients([Client(id="c-1", name="Stale"), new])
+
+    assert await store.get_clients(["c-1"]) == {"c-1": new}
+    assert await store.clients_by_phone("+79161111111") == []
+    assert await store.clients_by_phone("+79163333333") == [new]
+
+
+async def test_upsert_clients_in_several_chunks(store: Store) -> None:
+    many = (Client(id=f"c-{i}", name=f"Client {i}", phones=(f"+7916{i:07d}",)) for i in range(12_000))
+    assert await store.upsert_clients(many) == 12_000  # > one 5000-client chunk, streamed
+    assert [c.id for c in await store.clients_by_phone("+79160011999")] == ["c-11999"]
+    assert len([p async for p in store.iter_phone_index()]) == 12_000
+
+
+# managers and presence
+
+async def test_dnd(store: Store) -> None:
+    await store.upsert_managers([ManagerConfig(extension="101", name="Anna", devices=("PJSIP/101",)),
+                                 ManagerConfig(extension="102", devices=("PJSIP/102",))])
+    assert await store.dnd_extensions() == set()
+
+    await store.set_dnd("101", True)
+    await store.set_dnd("205", True)  # reported by the PBX, not configured: still honoured
+    assert await store.dnd_extensions() == {"101", "205"}
+
+    # a config reload keeps live DND state and may move a device between managers
+    await store.upsert_managers([ManagerConfig(extension="101", name="Anna K.",
+                                               devices=("PJSIP/101", "PJSIP/102"))])
+    assert await store.dnd_extensions() == {"101", "205"}
+    async with store.engine.connect() as conn:
+        devices = dict((await conn.execute(select(ManagerDevice.device, ManagerDevice.extension))).all())
+    assert devices == {"PJSIP/101": "101", "PJSIP/102": "101"}
+
+    await store.set_dnd("101", False)
+    assert await store.dnd_extensions() == {"205"}
+
+
+# routing audit and leads
+
+async def test_leads_are_idempotent_per_pbx_and_phone(store: Store) -> None:
+    assert await store.save_lead("main", "+79165550000", "89165550000", "1795370004.5") is True
+    assert await store.save_lead("main", "+79165550000", "+7 916 555-00-00", "1795370099.1") is False
+    assert await store.save_lead("branch", "+79165550000", "89165550000", "42.1") is True
+
+
+async def test_route_decision_is_saved(store: Store) -> None:
+    decision = RouteDecisionRow(
+        pbx="main", linkedid="1795370004.5",
+        decided_at=datetime.fromisoformat("2026-11-22T20:51:43.125+03:00"),
+        caller_raw="89161234567", caller_number="+79161234567", client_id="c-1001",
+        rule="owner", reason="owner-unavailable→tier:retail", dial="Local/retail@queues",
+        timeout=20, fallback="Local/support@queues", latency_ms=0.7,
+        trace=[{"rule": "blocklist", "matched": False}, {"rule": "owner", "matched": True}])
+    await store.save_route_decision(decision)
+
+    t = RouteDecision.__table__
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(t).where(t.c.pbx == "main", t.c.linkedid == "1795370004.5"))).one()
+    saved = RouteDecisionRow.model_validate({k: v for k, v in row._mapping.items() if k != "id"})
+    assert saved == decision

@@ -4,7 +4,6 @@ the header blocks recorded from Asterisk 22 (tests/fixtures/asterisk/*.agi.jsonl
 store, and the decision log in the real store."""
 import asyncio
 import json
-import shutil
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from callrouter.presence import Presence
 from callrouter.routing.lookup import PhoneDirectory, StoreLookup
 from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet
-from callrouter.store import Client, Store, upgrade
+from callrouter.store import Client, Store
 from callrouter.store.schema import Lead, RouteDecision
 
 FIX = Path(__file__).parent / "fixtures" / "asterisk"
@@ -30,20 +29,6 @@ MONDAY_10 = datetime.fromisoformat("2026-11-23T10:00:00+03:00")
 HOST = "127.0.0.1"
 CONTRACT = ["ROUTE_DIAL", "ROUTE_TIMEOUT", "ROUTE_FALLBACK", "CLIENT_ID", "CLIENT_NAME", "ROUTE_REASON"]
 DEFAULT_DIAL = AgiConfig().default_dial
-
-
-@pytest.fixture(scope="session")
-def _agi_db_template(tmp_path_factory):
-    path = tmp_path_factory.mktemp("agi-db") / "template.db"
-    asyncio.run(upgrade(f"sqlite+aiosqlite:///{path}"))
-    return path
-
-
-@pytest.fixture
-def db_url(_agi_db_template, tmp_path):
-    path = tmp_path / "store.db"
-    shutil.copy(_agi_db_template, path)
-    return f"sqlite+aiosqlite:///{path}"
 
 
 def lab_rules(d: Path, *, owner_timeout=15, fallback="tier", extra="") -> Path:
@@ -105,42 +90,41 @@ def recorded(name):
 # ------------------------------------------------------------------ recordings
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-async def test_recorded_requests_get_the_recorded_variables(scenario, db_url, tmp_path):
+async def test_recorded_requests_get_the_recorded_variables(scenario, store, tmp_path):
     clients, rule_kw = SCENARIOS[scenario]
-    async with Store(db_url) as store:
-        if clients:
-            await store.upsert_clients(clients)
-        directory = PhoneDirectory(store)
-        await directory.load()
-        router = Router(RuleSet(lab_rules(tmp_path / "rules", **rule_kw)), directory, Presence())
-        recorder = DecisionRecorder(store)
-        recorder.start()
-        requests = recorded(scenario)
-        async with serving(router, recorder=recorder) as srv:
-            # all at once, as in the burst recording (40 concurrent calls)
-            results = await asyncio.gather(*(agi_call(HOST, srv.port, r["request"].encode()) for r in requests))
-        await recorder.close()
+    if clients:
+        await store.upsert_clients(clients)
+    directory = PhoneDirectory(store)
+    await directory.load()
+    router = Router(RuleSet(lab_rules(tmp_path / "rules", **rule_kw)), directory, Presence())
+    recorder = DecisionRecorder(store)
+    recorder.start()
+    requests = recorded(scenario)
+    async with serving(router, recorder=recorder) as srv:
+        # all at once, as in the burst recording (40 concurrent calls)
+        results = await asyncio.gather(*(agi_call(HOST, srv.port, r["request"].encode()) for r in requests))
+    await recorder.close()
 
-        for rec, res in zip(requests, results):
-            assert res.closed_by_server
-            assert list(res.variables) == CONTRACT  # every variable, in contract order, each acknowledged
-            for cmd, reply in rec["commands"]:
-                assert reply.strip() == "200 result=1"
-                name, value = parse_set_variable(cmd)
-                assert res.variables[name] == value, (scenario, name)
+    for rec, res in zip(requests, results):
+        assert res.closed_by_server
+        assert list(res.variables) == CONTRACT  # every variable, in contract order, each acknowledged
+        for cmd, reply in rec["commands"]:
+            assert reply.strip() == "200 result=1"
+            name, value = parse_set_variable(cmd)
+            assert res.variables[name] == value, (scenario, name)
 
-        rows = (await _rows(store, RouteDecision))
-        assert len(rows) == len(requests)
-        uniqueids = {parse_header([x for x in r["request"].splitlines() if x]).uniqueid for r in requests}
-        assert {row.linkedid for row in rows} == uniqueids  # no agi_arg_1 in the lab: agi_uniqueid
-        assert all(row.pbx == "main" and row.latency_ms is not None and row.latency_ms >= 0 for row in rows)
-        assert all(row.trace["outcome"] == "answered" and row.trace["steps"] for row in rows)
-        leads = await _rows(store, Lead)
-        if scenario == "unknown_caller":
-            assert [(lead.phone, lead.raw) for lead in leads] == [("+74951112233", "74951112233")]
-            assert rows[0].reason == "unknown-caller" and rows[0].caller_number == "+74951112233"
-        else:
-            assert leads == [] or scenario == "ring_group"
+    rows = (await _rows(store, RouteDecision))
+    assert len(rows) == len(requests)
+    uniqueids = {parse_header([x for x in r["request"].splitlines() if x]).uniqueid for r in requests}
+    assert {row.linkedid for row in rows} == uniqueids  # no agi_arg_1 in the lab: agi_uniqueid
+    assert all(row.pbx == "main" and row.latency_ms is not None and row.latency_ms >= 0 for row in rows)
+    assert all(row.trace["outcome"] == "answered" and row.trace["steps"] for row in rows)
+    leads = await _rows(store, Lead)
+    if scenario == "unknown_caller":
+        assert [(lead.phone, lead.raw) for lead in leads] == [("+74951112233", "74951112233")]
+        assert rows[0].reason == "unknown-caller" and rows[0].caller_number == "+74951112233"
+    else:
+        assert leads == [] or scenario == "ring_group"
 
 
 async def _rows(store, table):
@@ -148,48 +132,46 @@ async def _rows(store, table):
         return (await conn.execute(select(table.__table__))).all()
 
 
-async def test_linkedid_comes_from_agi_arg_1(db_url):
-    async with Store(db_url) as store:
-        await store.upsert_clients(ivan("101"))
-        directory = PhoneDirectory(store)
-        await directory.load()
-        recorder = DecisionRecorder(store)
-        recorder.start()
-        router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
-        async with serving(router, recorder=recorder) as srv:
-            res = await agi_call(HOST, srv.port, route_request("89161234567", linkedid="1795370423.504",
-                                                               uniqueid="1795370423.505"))
-            bad = await agi_call(HOST, srv.port, route_request("89161234567", linkedid="x y;z",
-                                                               uniqueid="1795370423.777"))
-        await recorder.close()
-        assert res.variables["ROUTE_DIAL"] == "PJSIP/101" and res.variables["CLIENT_NAME"] == "Ivan Petrov"
-        assert bad.variables["ROUTE_REASON"] == "owner"
-        rows = await _rows(store, RouteDecision)
-        assert sorted(r.linkedid for r in rows) == ["1795370423.504", "1795370423.777"]
-        row = next(r for r in rows if r.linkedid == "1795370423.504")
-        assert (row.rule, row.reason, row.dial, row.timeout, row.fallback, row.client_id, row.caller_raw) == (
-            "owner", "owner", "PJSIP/101", 15, "Local/wholesale@queues", "c-1001", "89161234567")
+async def test_linkedid_comes_from_agi_arg_1(store):
+    await store.upsert_clients(ivan("101"))
+    directory = PhoneDirectory(store)
+    await directory.load()
+    recorder = DecisionRecorder(store)
+    recorder.start()
+    router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
+    async with serving(router, recorder=recorder) as srv:
+        res = await agi_call(HOST, srv.port, route_request("89161234567", linkedid="1795370423.504",
+                                                           uniqueid="1795370423.505"))
+        bad = await agi_call(HOST, srv.port, route_request("89161234567", linkedid="x y;z",
+                                                           uniqueid="1795370423.777"))
+    await recorder.close()
+    assert res.variables["ROUTE_DIAL"] == "PJSIP/101" and res.variables["CLIENT_NAME"] == "Ivan Petrov"
+    assert bad.variables["ROUTE_REASON"] == "owner"
+    rows = await _rows(store, RouteDecision)
+    assert sorted(r.linkedid for r in rows) == ["1795370423.504", "1795370423.777"]
+    row = next(r for r in rows if r.linkedid == "1795370423.504")
+    assert (row.rule, row.reason, row.dial, row.timeout, row.fallback, row.client_id, row.caller_raw) == (
+        "owner", "owner", "PJSIP/101", 15, "Local/wholesale@queues", "c-1001", "89161234567")
 
 
 # ------------------------------------------------------------------ presence and DND through the server
 
-async def test_owner_busy_goes_to_tier_over_the_wire(db_url):
-    async with Store(db_url) as store:
-        await store.upsert_clients(ivan("101"))
-        directory = PhoneDirectory(store)
-        await directory.load()
-        presence = Presence()
-        router = Router(RuleSet(SHIPPED_RULES), directory, presence)
-        async with serving(router) as srv:
-            from callrouter.ami.events import Channel, Hangup, Newstate
-            ch = Channel("PJSIP/101-00000042", "9.1", "9.1", "Up")
-            presence.apply(Newstate(None, ch))
-            res = await agi_call(HOST, srv.port, route_request("+79161234567"))
-            assert res.variables["ROUTE_REASON"] == "owner-unavailable→tier:wholesale"
-            assert res.variables["ROUTE_DIAL"] == "Local/wholesale@queues"
-            presence.apply(Hangup(None, ch, 16))
-            res = await agi_call(HOST, srv.port, route_request("+79161234567"))
-            assert res.variables["ROUTE_REASON"] == "owner"
+async def test_owner_busy_goes_to_tier_over_the_wire(store):
+    await store.upsert_clients(ivan("101"))
+    directory = PhoneDirectory(store)
+    await directory.load()
+    presence = Presence()
+    router = Router(RuleSet(SHIPPED_RULES), directory, presence)
+    async with serving(router) as srv:
+        from callrouter.ami.events import Channel, Hangup, Newstate
+        ch = Channel("PJSIP/101-00000042", "9.1", "9.1", "Up")
+        presence.apply(Newstate(None, ch))
+        res = await agi_call(HOST, srv.port, route_request("+79161234567"))
+        assert res.variables["ROUTE_REASON"] == "owner-unavailable→tier:wholesale"
+        assert res.variables["ROUTE_DIAL"] == "Local/wholesale@queues"
+        presence.apply(Hangup(None, ch, 16))
+        res = await agi_call(HOST, srv.port, route_request("+79161234567"))
+        assert res.variables["ROUTE_REASON"] == "owner"
 
 
 # ------------------------------------------------------------------ bad input
@@ -213,14 +195,11 @@ async def _eof_within(reader, seconds=5.0) -> bytes:
 
 
 @pytest.fixture
-async def plain_server(db_url):
-    async with Store(db_url) as store:
-        await store.upsert_clients(ivan("101"))
-        directory = PhoneDirectory(store)
-        await directory.load()
-        router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
-        async with serving(router, deadline_ms=150, reply_timeout=0.5) as srv:
-            yield srv
+async def plain_server():
+    directory = PhoneDirectory.from_clients(ivan("101"))  # bad input never reaches a store
+    router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
+    async with serving(router, deadline_ms=150, reply_timeout=0.5) as srv:
+        yield srv
 
 
 async def _good(port):
@@ -346,10 +325,10 @@ class SlowStore(Store):
         return await super().clients_by_phone(e164)
 
 
-async def test_a_slow_store_gets_the_default_route_within_the_deadline(db_url):
-    async with SlowStore(db_url) as store:
-        await store.upsert_clients(ivan("101"))
-        router = Router(RuleSet(SHIPPED_RULES), StoreLookup(store), Presence())
+async def test_a_slow_store_gets_the_default_route_within_the_deadline(store, store_url):
+    await store.upsert_clients(ivan("101"))
+    async with SlowStore(store_url) as slow:
+        router = Router(RuleSet(SHIPPED_RULES), StoreLookup(slow), Presence())
         recorder = DecisionRecorder(store)
         recorder.start()
         async with serving(router, deadline_ms=100, recorder=recorder) as srv:
@@ -361,65 +340,61 @@ async def test_a_slow_store_gets_the_default_route_within_the_deadline(db_url):
         assert res.variables["ROUTE_DIAL"] == DEFAULT_DIAL
         assert res.variables["ROUTE_REASON"] == "default:timeout"
         assert res.variables["ROUTE_TIMEOUT"] == str(AgiConfig().default_timeout)
-    async with Store(db_url) as store:
-        rows = await _rows(store, RouteDecision)
+    rows = await _rows(store, RouteDecision)
     assert len(rows) == 10 and all(r.reason == "default:timeout" and r.rule is None for r in rows)
     assert rows[0].caller_number == "+79161234567"
 
 
-async def test_a_broken_store_gets_the_default_route(db_url):
-    async with Store(db_url) as store:
-        async with store.engine.begin() as conn:
-            await conn.exec_driver_sql("DROP TABLE client_phones")
-        router = Router(RuleSet(SHIPPED_RULES), StoreLookup(store), Presence())
-        async with serving(router) as srv:
-            res = await agi_call(HOST, srv.port, route_request("+79161234567"))
-            assert res.variables["ROUTE_REASON"] == "default:error"
-            assert res.variables["ROUTE_DIAL"] == DEFAULT_DIAL
-            assert srv.stats["default-error"] == 1
+async def test_a_broken_store_gets_the_default_route(store):
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql("DROP TABLE client_phones")
+    router = Router(RuleSet(SHIPPED_RULES), StoreLookup(store), Presence())
+    async with serving(router) as srv:
+        res = await agi_call(HOST, srv.port, route_request("+79161234567"))
+        assert res.variables["ROUTE_REASON"] == "default:error"
+        assert res.variables["ROUTE_DIAL"] == DEFAULT_DIAL
+        assert srv.stats["default-error"] == 1
 
 
-async def test_a_full_decision_log_never_delays_answers(db_url):
-    async with Store(db_url) as store:
-        await store.upsert_clients(ivan("101"))
-        directory = PhoneDirectory(store)
-        await directory.load()
-        recorder = DecisionRecorder(store, maxsize=2)  # writer not started: nothing drains
-        router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
-        async with serving(router, recorder=recorder) as srv:
-            for _ in range(5):
-                await _good(srv.port)
-        assert recorder.stats["dropped"] == 3 and recorder.pending == 2
+async def test_a_full_decision_log_never_delays_answers(store):
+    await store.upsert_clients(ivan("101"))
+    directory = PhoneDirectory(store)
+    await directory.load()
+    recorder = DecisionRecorder(store, maxsize=2)  # writer not started: nothing drains
+    router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
+    async with serving(router, recorder=recorder) as srv:
+        for _ in range(5):
+            await _good(srv.port)
+    assert recorder.stats["dropped"] == 3 and recorder.pending == 2
 
 
 # ------------------------------------------------------------------ the whole service
 
-async def test_routing_service_end_to_end(db_url, tmp_path):
-    settings = Settings(database_url=db_url, rules_dir=str(SHIPPED_RULES), pbx=(PbxConfig(name="office"),),
+async def test_routing_service_end_to_end(store, store_url):
+    settings = Settings(database_url=store_url, rules_dir=str(SHIPPED_RULES), pbx=(PbxConfig(name="office"),),
                         managers=(ManagerConfig(extension="101", devices=("PJSIP/101", "PJSIP/101-app")),))
-    async with Store(db_url) as store:
-        await store.upsert_clients(ivan("101"))
-        seen = []
-        service = await RoutingService.start(settings, store, host=HOST, port=0, clock=lambda: MONDAY_10,
-                                             wait_for_directory=True, on_decision=seen.append)
-        try:
-            assert service.directory.ready
-            res = await agi_call(HOST, service.port, route_request("89161234567", linkedid="42.1"))
-            assert res.variables["ROUTE_DIAL"] == "PJSIP/101&PJSIP/101-app"
-            await service.set_dnd("101", True)
-            res = await agi_call(HOST, service.port, route_request("89161234567", linkedid="42.2"))
-            assert res.variables["ROUTE_REASON"] == "owner-unavailable→tier:wholesale"
-            res = await agi_call(HOST, service.port, route_request("74950000001", linkedid="42.3"))
-            assert res.variables["ROUTE_REASON"] == "unknown-caller"
-        finally:
-            await service.close()
-        assert [a.linkedid for a in seen] == ["42.1", "42.2", "42.3"]
-        rows = await _rows(store, RouteDecision)
-        assert sorted((r.pbx, r.linkedid, r.reason) for r in rows) == [
-            ("office", "42.1", "owner"), ("office", "42.2", "owner-unavailable→tier:wholesale"),
-            ("office", "42.3", "unknown-caller")]
-        assert [(x.pbx, x.phone, x.call_id) for x in await _rows(store, Lead)] == [("office", "+74950000001", "42.3")]
-        assert await store.dnd_extensions() == {"101"}
+    await store.upsert_clients(ivan("101"))
+    seen = []
+    service = await RoutingService.start(settings, store, host=HOST, port=0, clock=lambda: MONDAY_10,
+                                         wait_for_directory=True, on_decision=seen.append)
+    try:
+        assert service.directory.ready
+        res = await agi_call(HOST, service.port, route_request("89161234567", linkedid="42.1"))
+        assert res.variables["ROUTE_DIAL"] == "PJSIP/101&PJSIP/101-app"
+        await service.set_dnd("101", True)
+        res = await agi_call(HOST, service.port, route_request("89161234567", linkedid="42.2"))
+        assert res.variables["ROUTE_REASON"] == "owner-unavailable→tier:wholesale"
+        res = await agi_call(HOST, service.port, route_request("74950000001", linkedid="42.3"))
+        assert res.variables["ROUTE_REASON"] == "unknown-caller"
+    finally:
+        await service.close()
+    assert [a.linkedid for a in seen] == ["42.1", "42.2", "42.3"]
+    rows = await _rows(store, RouteDecision)
+    assert sorted((r.pbx, r.linkedid, r.reason) for r in rows) == [
+        ("office", "42.1", "owner"), ("office", "42.2", "owner-unavailable→tier:wholesale"),
+        ("office", "42.3", "unknown-caller")]
+    assert [(x.pbx, x.phone, x.call_id) for x in await _rows(store, Lead)] == [("office", "+74950000001", "42.3")]
+    assert await store.dnd_extensions() == {"101"}
 
 
 def test_quote_never_lets_a_value_end_the_command():

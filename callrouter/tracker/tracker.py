@@ -314,14 +314,20 @@ class Tracker:
         members.add(ch.uniqueid)
         live = [self._channels[u] for u in members if u in self._channels]
         call = self._link(*live)
-        # whoever holds the call: an agent-side channel bridged with anything not on its own leg
+        # who holds the call now: an agent-side channel bridged with something not on its own
+        # leg; while a transfer briefly bridges two agents, the one entering (else the one
+        # answered last) is the new holder
+        best: tuple[bool, int, str] | None = None
         for m in live:
             leg = self._agent_leg_side(m.uniqueid)
             if leg is None or self.devices.agent_of(self._channels[leg.dest].name) is None:
                 continue
             own = {leg.dest, self._channels[leg.dest].local_peer}
             if any(o.uniqueid not in own for o in live):
-                call.holder, call.holder_seq = leg.dest, self._seq
+                rank = (ch.uniqueid in own, leg.answered_seq or leg.began_seq, leg.dest)
+                best = max(best, rank) if best else rank
+        if best is not None:
+            call.holder, call.holder_seq = best[2], self._seq
 
     def _on_bridge_leave(self, e: ev.BridgeLeave) -> None:
         members = self._bridges.get(e.bridge_id)

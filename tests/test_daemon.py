@@ -1,0 +1,95 @@
+"""`callrouter run` as a user runs it: a real process, a config file, a (fake) PBX over TCP,
+SIGTERM while a call is still up — the finished calls are stored complete, the call in
+flight is stored incomplete, nothing is dropped."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from callrouter.store import Store, upgrade
+from fakeami import FakeAmi, load_recording
+
+RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
+
+
+def _until_hangup_of_last_call(frames: list[str]) -> list[str]:
+    """The burst, cut before its last Hangup: that call is still up when we stop."""
+    last = max(i for i, f in enumerate(frames) if f.startswith("Event: Hangup\r\n"))
+    return frames[:last]
+
+
+async def _wait_for(predicate, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > end:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.05)
+
+
+async def test_sigterm_persists_calls_in_flight_as_incomplete(tmp_path: Path) -> None:
+    db = tmp_path / "calls.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    await upgrade(url)
+    frames = _until_hangup_of_last_call(load_recording(RECORDINGS / "burst.ami.jsonl"))
+    async with FakeAmi(frames, secret="s3cret") as ami:
+        config = tmp_path / "callrouter.toml"
+        config.write_text(f'database_url = "{url}"\n[[pbx]]\nname = "lab"\nport = {ami.port}\n'
+                          f'username = "callrouter"\nsecret = "s3cret"\n')
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callrouter.cli", "--config", str(config), "run",
+            stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            async with Store(url) as store:
+                async def finished_calls_stored() -> bool:
+                    return await store.count_calls("lab") >= 39
+                await _wait_for(finished_calls_stored)
+                proc.send_signal(signal.SIGTERM)
+                _, err = await asyncio.wait_for(proc.communicate(), 20)
+                assert proc.returncode == 0, err.decode()[-2000:]
+                assert await store.count_calls("lab") == 40
+                rows = [await store.get_call("lab", cid) for cid in await _call_ids(store)]
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    complete = [r for r in rows if r.complete]
+    incomplete = [r for r in rows if not r.complete]
+    assert len(complete) == 39 and all(r.outcome == "answered" for r in complete)
+    assert len(incomplete) == 1
+    assert "daemon stopped with the call in progress" in incomplete[0].gaps
+    assert b"s3cret" not in err
+
+
+async def _call_ids(store: Store) -> list[str]:
+    from sqlalchemy import text
+
+    async with store.engine.connect() as conn:
+        return [row[0] for row in await conn.execute(text("select call_id from calls"))]
+
+
+async def test_bad_config_names_file_key_and_problem_without_the_secret(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[[pbx]]\nname = "lab"\nport = 70000\nsecret = "hunter2"\n[agi]\nport = "x"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callrouter.cli", "--config", str(config), "run",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    text = err.decode()
+    assert proc.returncode != 0
+    assert str(config) in text and "pbx.0.port" in text and "agi.port" in text
+    assert "hunter2" not in text + out.decode()
+
+
+async def test_run_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    config = tmp_path / "callrouter.toml"
+    config.write_text(f'database_url = "sqlite+aiosqlite:///{tmp_path / "new.db"}"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callrouter.cli", "--config", str(config), "run",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode != 0
+    assert "callrouter db upgrade" in err.decode()

@@ -66,8 +66,11 @@ async def save_calls(conn: AsyncConnection, records: Sequence[CallRecord]) -> No
     # Last write wins inside a batch too; PostgreSQL also refuses to update the same
     # row twice in one INSERT ... ON CONFLICT statement.
     latest = {(r.pbx, r.call_id): r for r in records}
+    # Key order: two daemons writing overlapping batches lock rows in the same order,
+    # so PostgreSQL cannot deadlock them against each other.
+    ordered = [latest[k] for k in sorted(latest)]
     stmt = _upsert_stmt(conn.dialect)
-    for batch in chunks(list(latest.values()), _CHUNK):
+    for batch in chunks(ordered, _CHUNK):
         result = await conn.execute(stmt, [_call_row(r) for r in batch])
         ids = {(pbx, call_id): id_ for id_, pbx, call_id in result}
         # Replace legs wholesale: a completed record may have more, fewer or different legs.

@@ -59,7 +59,8 @@ async def upsert_clients(engine: AsyncEngine, clients: Iterable[Client],
     it = iter(clients)
     written = 0
     while chunk := list(islice(it, chunk_size)):
-        by_id = {c.id: c for c in chunk}  # the last version of a repeated id wins
+        latest = {c.id: c for c in chunk}  # the last version of a repeated id wins
+        by_id = {i: latest[i] for i in sorted(latest)}  # same lock order in every writer
         async with engine.begin() as conn:
             await _upsert_clients.run(conn, [
                 (c.id, c.name, c.owner_extension, c.monthly_turnover, c.tier, c.problem, c.blocked)

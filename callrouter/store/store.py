@@ -21,7 +21,8 @@ class Store:
     (`postgresql+asyncpg://...`). Use as `async with Store(url) as store:`.
 
     Opening checks that the schema is migrated (`callrouter db upgrade`); it never
-    creates tables itself. Each write method is one transaction."""
+    creates tables itself. Each write method is one transaction, except
+    `upsert_clients`, which commits per chunk of 5000 (see clients.upsert_clients)."""
 
     def __init__(self, url: str, *, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> None:
         self.url = url

@@ -1,7 +1,6 @@
-"""FastAGI wire protocol: the request header block Asterisk sends, the commands we send,
-the replies it gives. Bounded everywhere: a header block larger than the cap, a
-connection closed before the blank line, or garbage is an error for that connection
-only (panoramisk's reader loops forever on an early close and has no size limit).
+"""FastAGI wire protocol, as pure functions over bytes (the server feeds them what the
+socket gives): the request header block Asterisk sends, the commands we send, the
+replies it gives. Bounded everywhere: the caller caps the buffer it passes.
 
 Asterisk's side, for reference: on `AGI(agi://host:4573/route,ARG)` it connects, sends
 `agi_key: value` lines (agi_network_script: route, agi_callerid, agi_uniqueid, ...,
@@ -9,17 +8,17 @@ agi_arg_1: ARG) and a blank line, then reads one command line at a time and answ
 each with `200 result=...` (or 5xx; `520-` starts a multi-line usage text ending with
 `520 End of proper usage.`). If the channel hangs up meanwhile it sends a `HANGUP`
 line before the next reply. Closing the socket ends the AGI (AGISTATUS=SUCCESS).
+Asterisk reads commands with a buffered reader but waits for them by polling the
+socket, so commands must not be pipelined: send one, read its reply, send the next.
 """
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_LINES = 200
-MAX_REPLY_LINES = 64
 
 _KEY = re.compile(r"agi_[a-z0-9_]{1,40}")
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -32,10 +31,6 @@ class BadRequest(Exception):
     def __init__(self, kind: str, detail: str = ""):
         self.kind = kind
         super().__init__(f"{kind}: {detail}" if detail else kind)
-
-
-class PeerGone(Exception):
-    """The peer closed the connection (or hung the channel up) while we were answering."""
 
 
 @dataclass(frozen=True)
@@ -78,19 +73,43 @@ class AgiRequest:
 
     @property
     def callerid(self) -> str | None:
-        v = self.env.get("agi_callerid")
-        return v if v is not None else None
+        return self.env.get("agi_callerid")
 
     @property
     def channel(self) -> str:
         return self.env.get("agi_channel", "")
 
 
+def header_end(buf: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """(end of the header block, length of its blank-line separator) or None if not yet
+    complete. Asterisk ends lines with LF; CRLF is accepted too. A blank line before
+    any header line is skipped by `parse_block`, not taken as the end."""
+    lf = buf.find(b"\n\n", start)
+    crlf = buf.find(b"\r\n\r\n", start) if b"\r" in buf else -1
+    if lf < 0 and crlf < 0:
+        return None
+    if crlf >= 0 and (lf < 0 or crlf + 1 < lf):
+        return crlf, 4
+    return lf, 2
+
+
+def parse_block(block: bytes | bytearray) -> AgiRequest:
+    """The header block (without its blank line) -> AgiRequest, or BadRequest."""
+    text = bytes(block).decode("utf-8", "replace")
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    lines = [ln for ln in lines if ln]
+    if len(lines) > MAX_HEADER_LINES:
+        raise BadRequest("oversized", f"more than {MAX_HEADER_LINES} header lines")
+    return parse_header(lines)
+
+
 def parse_header(lines: list[str]) -> AgiRequest:
-    """`agi_key: value` lines (without the blank line) -> AgiRequest. Raises BadRequest
-    (unparseable) when the block is not an AGI environment."""
+    """`agi_key: value` lines -> AgiRequest. Raises BadRequest (unparseable) when the
+    block is not an AGI environment."""
     env: dict[str, str] = {}
     for line in lines:
+        if not line:
+            continue
         key, sep, value = line.partition(":")
         key = key.strip()
         if not sep or not _KEY.fullmatch(key):
@@ -99,34 +118,6 @@ def parse_header(lines: list[str]) -> AgiRequest:
     if "agi_network_script" not in env and "agi_request" not in env:
         raise BadRequest("unparseable", "no agi_network_script or agi_request")
     return AgiRequest(env)
-
-
-async def read_request(reader: asyncio.StreamReader, max_bytes: int = MAX_HEADER_BYTES) -> AgiRequest:
-    """Read the header block up to its blank line. Raises BadRequest: `oversized` past
-    `max_bytes`, `incomplete` when the peer closes first, `unparseable` for garbage.
-    No timeout here: the caller bounds the whole read with its deadline."""
-    lines: list[str] = []
-    total = 0
-    while True:
-        try:
-            raw = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as e:
-            raise BadRequest("incomplete", f"closed after {total + len(e.partial)} bytes, before the blank line") \
-                from None
-        except asyncio.LimitOverrunError:
-            raise BadRequest("oversized", "a header line longer than the stream limit") from None
-        total += len(raw)
-        if total > max_bytes:
-            raise BadRequest("oversized", f"header block larger than {max_bytes} bytes")
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if not lines:
-                continue  # tolerate a stray newline before the block
-            break
-        if len(lines) >= MAX_HEADER_LINES:
-            raise BadRequest("oversized", f"more than {MAX_HEADER_LINES} header lines")
-        lines.append(line.decode("utf-8", "replace"))
-    return parse_header(lines)
 
 
 def quote(value: str) -> str:
@@ -151,33 +142,37 @@ class Reply:
         return self.code == 200
 
 
-async def read_reply(reader: asyncio.StreamReader) -> Reply:
-    """One reply to one command. Raises PeerGone when the connection closes."""
-    hangup = False
-    for _ in range(MAX_REPLY_LINES):
-        try:
-            raw = await reader.readuntil(b"\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            raise PeerGone("connection closed while waiting for a reply") from None
-        except asyncio.LimitOverrunError:
-            raise PeerGone("reply line too long") from None
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+class ReplyParser:
+    """Reply lines in, Replies out: skips `HANGUP` (noting it), folds `520-` multi-line
+    usage texts into one reply."""
+
+    __slots__ = ("_hangup", "_multi", "_first")
+
+    def __init__(self) -> None:
+        self._hangup = False
+        self._multi: int | None = None
+        self._first = ""
+
+    def feed(self, line: str) -> Reply | None:
+        line = line.rstrip("\r\n")
+        if self._multi is not None:
+            if line.startswith(f"{self._multi} "):
+                r = Reply(self._multi, self._first, self._hangup)
+                self._multi, self._hangup = None, False
+                return r
+            return None
         if line == "HANGUP":
-            hangup = True
-            continue
+            self._hangup = True
+            return None
+        if not line:
+            return None
         if len(line) >= 3 and line[:3].isdigit():
             code = int(line[:3])
-            if line[3:4] == "-":  # multi-line: until "CODE text"
-                for _ in range(MAX_REPLY_LINES):
-                    try:
-                        more = (await reader.readuntil(b"\n")).decode("utf-8", "replace")
-                    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-                        raise PeerGone("connection closed inside a multi-line reply") from None
-                    if more.startswith(f"{code} "):
-                        break
-                return Reply(code, line[4:], hangup)
-            return Reply(code, line[4:], hangup)
-        if not line:
-            continue
-        return Reply(0, line, hangup)
-    raise PeerGone("no reply line")
+            if line[3:4] == "-":
+                self._multi, self._first = code, line[4:]
+                return None
+            r = Reply(code, line[4:], self._hangup)
+        else:
+            r = Reply(0, line, self._hangup)
+        self._hangup = False
+        return r

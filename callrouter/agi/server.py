@@ -2,7 +2,8 @@
 
 Per connection: read the header block (bounded by size and by the deadline), route the
 caller, answer with SET VARIABLE ROUTE_DIAL, ROUTE_TIMEOUT, ROUTE_FALLBACK, CLIENT_ID,
-CLIENT_NAME, ROUTE_REASON (reading Asterisk's reply to each), close. Guarantees:
+CLIENT_NAME, ROUTE_REASON (one at a time, reading Asterisk's reply to each), close.
+Guarantees:
 - an answer starts within `deadline_ms` of the connection: routing that needs the store
   gets the deadline minus a margin; on timeout or any error the configured default route
   is answered instead - never silence (Asterisk gives a FastAGI server no read timeout);
@@ -12,6 +13,9 @@ CLIENT_NAME, ROUTE_REASON (reading Asterisk's reply to each), close. Guarantees:
 - the decision is recorded after the reply, through a bounded queue and one writer
   task (`DecisionRecorder`): the database never delays an answer, and when it falls
   behind, records are dropped and counted rather than memory growing.
+
+Each connection is an `asyncio.Protocol` state machine (no task, no stream reader per
+call): with routing answered from memory, a call costs the event loop a few callbacks.
 """
 from __future__ import annotations
 
@@ -19,12 +23,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from callrouter.agi.protocol import BadRequest, PeerGone, read_reply, read_request, set_variable
+from callrouter.agi.protocol import AgiRequest, BadRequest, ReplyParser, header_end, parse_block, set_variable
 from callrouter.config import AgiConfig
 from callrouter.routing.engine import RouteDecision, default_decision
 from callrouter.routing.router import Routed, Router
@@ -32,6 +36,7 @@ from callrouter.routing.router import Routed, Router
 log = logging.getLogger(__name__)
 
 ROUTE_SCRIPT = "route"
+MAX_REPLY_BUFFER = 64 * 1024
 
 
 class _Throttle:
@@ -66,7 +71,7 @@ class Answered:
     channel: str
     caller_raw: str | None
     decision: RouteDecision
-    routed: Routed | None        # None when the default route was answered (timeout/error)
+    routed: Routed | None        # None when the default route was answered (timeout/error/bad request)
     decided_at: datetime
     latency_ms: float            # connection accepted -> first SET VARIABLE written
     answer_ms: float             # ... -> last reply read
@@ -75,6 +80,284 @@ class Answered:
 
 class Recorder(Protocol):
     def submit(self, item: Answered) -> bool: ...
+
+
+# connection states
+_HEADER, _DECIDING, _ANSWERING, _DONE = range(4)
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = ("srv", "loop", "transport", "t0", "state", "buf", "timer", "peer", "request", "caller_raw",
+                 "decided_at", "decision", "routed", "commands", "sent", "parser", "t_answer", "task",
+                 "record", "outcome")
+
+    def __init__(self, srv: FastAgiServer):
+        self.srv = srv
+        self.loop = srv._loop
+        self.transport: asyncio.Transport | None = None
+        self.state = _HEADER
+        self.buf = bytearray()
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task | None = None
+        self.request: AgiRequest | None = None
+        self.decision: RouteDecision | None = None
+        self.routed: Routed | None = None
+        self.commands: Sequence[bytes] = ()
+        self.sent = 0
+        self.parser = ReplyParser()
+        self.record = False
+        self.outcome = ""
+        self.peer = "?"
+
+    # ------------------------------------------------------------ transport events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        srv = self.srv
+        self.t0 = self.loop.time()
+        srv._conns.add(self)
+        if len(srv._conns) > srv.max_connections:
+            srv.stats["refused-overload"] += 1
+            _throttled("overload", logging.WARNING, "FastAGI: %d connections open, refusing one",
+                       len(srv._conns))
+            self._drop()
+            return
+        self.timer = self.loop.call_at(self.t0 + srv.deadline, self._header_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == _HEADER:
+            buf = self.buf
+            buf += data
+            if buf[:1] in (b"\n", b"\r"):
+                del buf[:len(buf) - len(buf.lstrip(b"\r\n"))]  # stray newlines before the block
+            end = header_end(buf)
+            if end is None:
+                if len(buf) > self.srv.max_header_bytes:
+                    self._bad("oversized", f"no blank line in the first {self.srv.max_header_bytes} bytes")
+                return
+            pos, seplen = end
+            if pos + seplen > self.srv.max_header_bytes:
+                self._bad("oversized", f"header block larger than {self.srv.max_header_bytes} bytes")
+                return
+            block = bytes(buf[:pos])
+            rest = bytes(buf[pos + seplen:])
+            self.buf = bytearray(rest)
+            self._cancel_timer()
+            try:
+                request = parse_block(block)
+            except BadRequest as e:
+                self._bad(e.kind, str(e))
+                return
+            self._route(request)
+        elif self.state == _ANSWERING:
+            self.buf += data
+            self._replies()
+        elif self.state == _DECIDING:
+            self.buf += data  # Asterisk sends nothing here; keep it bounded anyway
+            if len(self.buf) > MAX_REPLY_BUFFER:
+                self._drop()
+
+    def eof_received(self) -> bool | None:
+        if self.state == _HEADER:
+            self._bad("incomplete", f"closed after {len(self.buf)} bytes, before the blank line")
+        elif self.state == _ANSWERING:
+            self._finish("peer-gone")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.state == _HEADER and self in self.srv._conns:
+            self.srv.stats["bad-incomplete" if exc is None else "dropped-reset"] += 1
+        elif self.state == _ANSWERING:
+            self._finish("peer-gone", close=False)
+        self.state = _DONE
+        self.srv._conns.discard(self)
+
+    # ------------------------------------------------------------ steps
+    def _header_deadline(self) -> None:
+        self.timer = None
+        if self.state == _HEADER:
+            self.srv.stats["dropped-stalled"] += 1
+            _throttled("stalled", logging.WARNING, "FastAGI %s: no complete request within %.0f ms: dropped",
+                       self._peer(), self.srv.deadline * 1000)
+            self._drop()
+
+    def _bad(self, kind: str, detail: str) -> None:
+        srv = self.srv
+        self._cancel_timer()
+        srv.stats[f"bad-{kind}"] += 1
+        if kind == "unparseable":
+            _throttled("unparseable", logging.WARNING,
+                       "FastAGI %s: unparseable request (%s): answering the default route", self._peer(), detail)
+            self._answer(default_decision(srv.default_dial, srv.default_timeout, "default:bad-request",
+                                          trace=[f"bad request: {detail}"[:300]]), record=False)
+        else:
+            _throttled(kind, logging.WARNING, "FastAGI %s: %s: %s: dropped", self._peer(), kind, detail)
+            self._drop()
+
+    def _route(self, request: AgiRequest) -> None:
+        srv = self.srv
+        script = request.script
+        if script != ROUTE_SCRIPT:
+            srv.stats["unknown-script"] += 1
+            _throttled("script", logging.WARNING, "FastAGI %s: unknown script %r: closed (the dialplan "
+                       "falls back)", self._peer(), script[:80])
+            self.state = _DONE
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        self.request = request
+        self.caller_raw = request.callerid
+        self.decided_at = srv.clock()
+        try:
+            routed = srv.router.route_now(self.caller_raw, self.decided_at)
+        except Exception as e:  # noqa: BLE001 - answer the default route, never silence
+            self._failed(e)
+            return
+        if routed is not None:
+            self.routed = routed
+            self._answer(routed.decision)
+            return
+        # the lookup needs the store: bounded by the deadline minus the margin
+        self.state = _DECIDING
+        self.task = self.loop.create_task(srv.router.route(self.caller_raw, self.decided_at))
+        self.task.add_done_callback(self._decided)
+        self.timer = self.loop.call_at(self.t0 + srv.deadline - srv.store_margin, self._decide_deadline)
+
+    def _decided(self, task: asyncio.Task) -> None:
+        if self.state != _DECIDING:
+            return
+        self._cancel_timer()
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._failed(exc)
+            return
+        self.routed = task.result()
+        self._answer(self.routed.decision)
+
+    def _decide_deadline(self) -> None:
+        self.timer = None
+        if self.state != _DECIDING:
+            return
+        srv = self.srv
+        if self.task is not None:
+            self.task.cancel()
+        srv.stats["default-timeout"] += 1
+        _throttled("timeout", logging.WARNING, "FastAGI %s: routing took longer than the deadline: "
+                   "answering the default route", self._peer())
+        self._answer(default_decision(srv.default_dial, srv.default_timeout, "default:timeout",
+                                      caller=_safe_normalize(srv.router, self.caller_raw),
+                                      trace=["routing did not finish within the deadline"]))
+
+    def _failed(self, e: BaseException) -> None:
+        srv = self.srv
+        srv.stats["default-error"] += 1
+        log.error("FastAGI %s: routing failed: answering the default route", self._peer(), exc_info=e)
+        self._answer(default_decision(srv.default_dial, srv.default_timeout, "default:error",
+                                      caller=_safe_normalize(srv.router, self.caller_raw),
+                                      trace=[f"routing failed: {type(e).__name__}: {e}"[:300]]))
+
+    def _answer(self, decision: RouteDecision, record: bool = True) -> None:
+        if self.transport is None or self.transport.is_closing():
+            self.state = _DONE
+            return
+        self.state = _ANSWERING
+        self.decision = decision
+        self.record = record
+        self.commands = [set_variable(n, v) for n, v in decision.variables()]
+        self.t_answer = self.loop.time()
+        self.timer = self.loop.call_later(self.srv.reply_timeout, self._reply_deadline)
+        self.sent = 1
+        self.transport.write(self.commands[0])
+        if self.buf:
+            self._replies()
+
+    def _replies(self) -> None:
+        buf = self.buf
+        while self.state == _ANSWERING:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) > MAX_REPLY_BUFFER:
+                    self._finish("peer-gone")
+                return
+            line = bytes(buf[:nl + 1]).decode("utf-8", "replace")
+            del buf[:nl + 1]
+            reply = self.parser.feed(line)
+            if reply is None:
+                continue
+            if reply.hangup or reply.code == 511:
+                self._finish("hangup")  # the caller is gone: nothing left to route
+                return
+            if not reply.ok:
+                _throttled("reply", logging.WARNING, "FastAGI %s: %s answered %d %s", self._peer(),
+                           self.commands[self.sent - 1][:40].decode(errors="replace").strip(), reply.code,
+                           reply.text[:80])
+            if self.sent >= len(self.commands):
+                self._finish("answered")
+                return
+            self.transport.write(self.commands[self.sent])  # type: ignore[union-attr]
+            self.sent += 1
+
+    def _reply_deadline(self) -> None:
+        self.timer = None
+        if self.state == _ANSWERING:
+            self._finish("reply-timeout")
+
+    def _finish(self, outcome: str, close: bool = True) -> None:
+        if self.state != _ANSWERING:
+            return
+        self.state = _DONE
+        self._cancel_timer()
+        srv = self.srv
+        srv.stats[outcome] += 1
+        if close and self.transport is not None:
+            if outcome == "answered":
+                self.transport.close()
+            else:
+                self.transport.abort()
+        if not self.record or self.request is None or self.decision is None:
+            return
+        now = self.loop.time()
+        req = self.request
+        item = Answered(
+            pbx=srv.pbx_for(self._peer_host()), linkedid=req.linkedid, uniqueid=req.uniqueid, channel=req.channel,
+            caller_raw=self.caller_raw, decision=self.decision, routed=self.routed, decided_at=self.decided_at,
+            latency_ms=(self.t_answer - self.t0) * 1000.0, answer_ms=(now - self.t0) * 1000.0, outcome=outcome)
+        if srv.recorder is not None:
+            srv.recorder.submit(item)
+        if srv.on_decision is not None:
+            try:
+                srv.on_decision(item)
+            except Exception:  # noqa: BLE001
+                log.exception("on_decision hook failed")
+
+    def _drop(self) -> None:
+        self._cancel_timer()
+        self.state = _DONE
+        self.srv._conns.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _peer_host(self) -> str:
+        try:
+            p = self.transport.get_extra_info("peername")  # type: ignore[union-attr]
+            return str(p[0]) if p else ""
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def _peer(self) -> str:
+        try:
+            p = self.transport.get_extra_info("peername")  # type: ignore[union-attr]
+            return f"{p[0]}:{p[1]}" if p else "?"
+        except Exception:  # noqa: BLE001
+            return "?"
 
 
 class FastAgiServer:
@@ -104,34 +387,35 @@ class FastAgiServer:
         self.on_decision = on_decision
         self.stats: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
-        self._active = 0
-        self._conns: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conns: set[_Connection] = set()
+
+    def pbx_for(self, peer_host: str) -> str:
+        return self.pbx_by_peer.get(peer_host, self.pbx)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, limit=self.max_header_bytes, backlog=self.backlog)
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(lambda: _Connection(self), self.host, self.port,
+                                                      backlog=self.backlog)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("FastAGI router listening on %s:%d (deadline %.0f ms)", self.host, self.port,
                  self.deadline * 1000)
 
     @property
-    def bound_port(self) -> int:
-        return self.port
+    def active(self) -> int:
+        return len(self._conns)
 
     async def close(self, grace: float = 2.0) -> None:
         """Stop accepting; give connections in flight `grace` s to finish, then cut them."""
         if self._server is None:
             return
         self._server.close()
-        if self._conns:
-            _, pending = await asyncio.wait(set(self._conns), timeout=grace)
-            for t in pending:
-                t.cancel()
-        try:
-            await asyncio.wait_for(self._server.wait_closed(), timeout=grace)
-        except TimeoutError:
-            pass
+        end = time.monotonic() + grace
+        while self._conns and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        for c in list(self._conns):
+            c._drop()
         self._server = None
 
     async def __aenter__(self) -> FastAgiServer:
@@ -140,138 +424,6 @@ class FastAgiServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    # ------------------------------------------------------------ one connection
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        deadline = t0 + self.deadline
-        task = asyncio.current_task()
-        if task is not None:
-            self._conns.add(task)
-        self._active += 1
-        peer = _peer(writer)
-        abort = True
-        try:
-            if self._active > self.max_connections:
-                self.stats["refused-overload"] += 1
-                _throttled("overload", logging.WARNING, "FastAGI: %d connections open, refusing %s",
-                           self._active, peer)
-                return
-            try:
-                async with asyncio.timeout_at(deadline):
-                    request = await read_request(reader, self.max_header_bytes)
-            except TimeoutError:
-                self.stats["dropped-stalled"] += 1
-                _throttled("stalled", logging.WARNING,
-                           "FastAGI %s: no complete request within %.0f ms: dropped", peer, self.deadline * 1000)
-                return
-            except BadRequest as e:
-                self.stats[f"bad-{e.kind}"] += 1
-                if e.kind == "unparseable":
-                    _throttled("unparseable", logging.WARNING,
-                               "FastAGI %s: unparseable request (%s): answering the default route", peer, e)
-                    decision = default_decision(self.default_dial, self.default_timeout, "default:bad-request",
-                                                trace=[f"bad request: {e}"])
-                    await self._answer(reader, writer, decision)
-                    abort = False
-                else:
-                    _throttled(e.kind, logging.WARNING, "FastAGI %s: %s: dropped", peer, e)
-                return
-            except (ConnectionError, OSError):
-                self.stats["dropped-reset"] += 1
-                return
-
-            script = request.script
-            if script != ROUTE_SCRIPT:
-                self.stats["unknown-script"] += 1
-                _throttled("script", logging.WARNING, "FastAGI %s: unknown script %r: closed (the dialplan "
-                           "falls back)", peer, script[:80])
-                abort = False
-                return
-
-            caller_raw = request.callerid
-            decided_at = self.clock()
-            routed: Routed | None = None
-            try:
-                routed = self.router.route_now(caller_raw, decided_at)
-                if routed is None:
-                    async with asyncio.timeout_at(deadline - self.store_margin):
-                        routed = await self.router.route(caller_raw, decided_at)
-                decision = routed.decision
-            except TimeoutError:
-                self.stats["default-timeout"] += 1
-                _throttled("timeout", logging.WARNING, "FastAGI %s: routing took longer than the deadline: "
-                           "answering the default route", peer)
-                decision = default_decision(self.default_dial, self.default_timeout, "default:timeout",
-                                            caller=_safe_normalize(self.router, caller_raw),
-                                            trace=["routing did not finish within the deadline"])
-            except Exception as e:  # noqa: BLE001 - answer the default route, never silence
-                self.stats["default-error"] += 1
-                log.exception("FastAGI %s: routing failed: answering the default route", peer)
-                decision = default_decision(self.default_dial, self.default_timeout, "default:error",
-                                            caller=_safe_normalize(self.router, caller_raw),
-                                            trace=[f"routing failed: {type(e).__name__}: {e}"[:300]])
-
-            latency_ms = (loop.time() - t0) * 1000.0
-            outcome = await self._answer(reader, writer, decision)
-            answer_ms = (loop.time() - t0) * 1000.0
-            abort = outcome != "answered"
-            self.stats[outcome] += 1
-            item = Answered(
-                pbx=self.pbx_by_peer.get(peer.rsplit(":", 1)[0], self.pbx), linkedid=request.linkedid,
-                uniqueid=request.uniqueid, channel=request.channel, caller_raw=caller_raw, decision=decision,
-                routed=routed, decided_at=decided_at, latency_ms=latency_ms, answer_ms=answer_ms, outcome=outcome)
-            if self.recorder is not None:
-                self.recorder.submit(item)
-            if self.on_decision is not None:
-                try:
-                    self.on_decision(item)
-                except Exception:  # noqa: BLE001
-                    log.exception("on_decision hook failed")
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - one connection's failure must not reach the server
-            self.stats["internal-error"] += 1
-            log.exception("FastAGI %s: unexpected error", peer)
-        finally:
-            self._active -= 1
-            if task is not None:
-                self._conns.discard(task)
-            try:
-                if abort:
-                    writer.transport.abort()
-                else:
-                    writer.close()
-            except Exception:  # noqa: BLE001
-                pass
-
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      decision: RouteDecision) -> str:
-        """SET VARIABLE each contract variable, reading each reply. -> outcome."""
-        try:
-            async with asyncio.timeout(self.reply_timeout):
-                for name, value in decision.variables():
-                    writer.write(set_variable(name, value))
-                    reply = await read_reply(reader)
-                    if reply.hangup or reply.code == 511:
-                        return "hangup"  # the caller is gone: nothing left to route
-                    if not reply.ok:
-                        _throttled("reply", logging.WARNING, "FastAGI: SET VARIABLE %s answered %d %s", name,
-                                   reply.code, reply.text[:80])
-            return "answered"
-        except TimeoutError:
-            return "reply-timeout"
-        except (PeerGone, ConnectionError, OSError):
-            return "peer-gone"
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    try:
-        p = writer.get_extra_info("peername")
-        return f"{p[0]}:{p[1]}" if p else "?"
-    except Exception:  # noqa: BLE001
-        return "?"
 
 
 def _safe_normalize(router: Router, raw: str | None) -> str | None:
@@ -290,14 +442,17 @@ class DecisionStore(Protocol):
 
 class DecisionRecorder:
     """Stores every answered decision (and a lead for an unknown caller) off the answer
-    path: `submit` never blocks; one writer task drains a bounded queue."""
+    path: `submit` never blocks; one writer task drains a bounded queue, in batches when
+    the store offers `save_route_decisions(rows)` (one transaction per batch), else row
+    by row."""
 
     def __init__(self, store: DecisionStore, *, maxsize: int = 10_000, retries: int = 2,
-                 retry_delay: float = 0.5):
+                 retry_delay: float = 0.5, batch: int = 200):
         self._store = store
         self._queue: asyncio.Queue[Answered] = asyncio.Queue(maxsize)
         self._retries = retries
         self._retry_delay = retry_delay
+        self._batch = batch
         self._task: asyncio.Task | None = None
         self.stats: Counter[str] = Counter()
 
@@ -321,12 +476,16 @@ class DecisionRecorder:
         return self._queue.qsize()
 
     async def run(self) -> None:
+        q = self._queue
         while True:
-            item = await self._queue.get()
+            items = [await q.get()]
+            while len(items) < self._batch and not q.empty():
+                items.append(q.get_nowait())
             try:
-                await self._save(item)
+                await self._save(items)
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    q.task_done()
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is stored (or given up)."""
@@ -346,11 +505,12 @@ class DecisionRecorder:
             pass
         self._task = None
 
-    async def _save(self, item: Answered) -> None:
+    @staticmethod
+    def row(item: Answered) -> Any:
         from callrouter.store import RouteDecisionRow
 
         d = item.decision
-        row = RouteDecisionRow(
+        return RouteDecisionRow(
             pbx=item.pbx, linkedid=item.linkedid or item.uniqueid or "unknown", decided_at=item.decided_at,
             caller_raw=item.caller_raw, caller_number=d.caller, client_id=d.client_id, rule=d.rule or None,
             reason=d.reason, dial=d.dial, timeout=d.timeout, fallback=d.fallback or None,
@@ -360,23 +520,39 @@ class DecisionRecorder:
                    "outcome": item.outcome, "answer_ms": round(item.answer_ms, 3),
                    "rules_version": item.routed.rules_version if item.routed else None,
                    "lookup": item.routed.lookup.source if item.routed else None})
-        await self._attempt("decision", lambda: self._store.save_route_decision(row), item)
-        if d.lead and d.caller:
-            await self._attempt("lead", lambda: self._store.save_lead(item.pbx, d.caller, item.caller_raw,
-                                                                       item.linkedid or None), item)
 
-    async def _attempt(self, what: str, op: Callable[[], Any], item: Answered) -> None:
+    async def _save(self, items: list[Answered]) -> None:
+        rows = []
+        for item in items:
+            try:
+                rows.append(self.row(item))
+            except Exception:  # noqa: BLE001 - one odd decision must not stop the log
+                self.stats["decision-failed"] += 1
+                log.exception("route decision for %s cannot be stored", item.linkedid)
+        save_many = getattr(self._store, "save_route_decisions", None)
+        if save_many is not None and len(rows) > 1:
+            await self._attempt("decision", lambda: save_many(rows), items[0].linkedid, len(rows))
+        else:
+            for row in rows:
+                await self._attempt("decision", lambda row=row: self._store.save_route_decision(row), row.linkedid)
+        for item in items:
+            d = item.decision
+            if d.lead and d.caller:
+                await self._attempt("lead", lambda d=d, item=item: self._store.save_lead(
+                    item.pbx, d.caller, item.caller_raw, item.linkedid or None), item.linkedid)
+
+    async def _attempt(self, what: str, op: Callable[[], Any], linkedid: str, n: int = 1) -> None:
         for attempt in range(self._retries + 1):
             try:
                 await op()
-                self.stats[f"{what}s"] += 1
+                self.stats[f"{what}s"] += n
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001
                 if attempt == self._retries:
-                    self.stats[f"{what}-failed"] += 1
-                    _throttled(f"save-{what}", logging.ERROR, "could not store route %s for %s: %s", what,
-                               item.linkedid, e)
+                    self.stats[f"{what}-failed"] += n
+                    _throttled(f"save-{what}", logging.ERROR, "could not store route %s for %s%s: %s", what,
+                               linkedid, f" and {n - 1} more" if n > 1 else "", e)
                     return
                 await asyncio.sleep(self._retry_delay * (attempt + 1))

@@ -21,6 +21,7 @@ _EXTENSION = re.compile(r"[0-9A-Za-z*#+_-]{1,32}")
 # Characters a phone display or the dialplan must never see in CLIENT_NAME / CLIENT_ID:
 # AGI quoting, dialplan expressions and argument separators.
 _UNSAFE = set('"\\$`{}[];,|<>^')
+_UNSAFE_RE = re.compile(r'["\\$`{}\[\];,|<>^]')
 
 FALLBACK_ARROW = "\u2192"  # owner-unavailable→tier:retail
 
@@ -31,7 +32,10 @@ def sanitize_display(text: str | None, limit: int = 32) -> str:
     at most `limit` characters."""
     if not text:
         return ""
-    text = unicodedata.normalize("NFC", str(text)[: limit * 8])
+    text = str(text)[: limit * 8]
+    if text.isprintable() and not _UNSAFE_RE.search(text) and unicodedata.is_normalized("NFC", text):
+        return " ".join(text.split())[:limit].rstrip()  # the common case, without a per-character loop
+    text = unicodedata.normalize("NFC", text)
     out = []
     for ch in text:
         cat = unicodedata.category(ch)

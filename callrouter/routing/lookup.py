@@ -49,6 +49,24 @@ class Lookup(Protocol):
     async def lookup(self, phone: str | None) -> LookupResult: ...
 
 
+_AMBIGUOUS_LOGGED: dict[str, float] = {}
+AMBIGUOUS_LOG_INTERVAL = 600.0
+
+
+def _report_ambiguous(phone: str, found: list[ClientInfo]) -> None:
+    """Log a call from a phone on several clients: once per phone per 10 minutes (the
+    decision itself always carries the candidates)."""
+    now = time.monotonic()
+    last = _AMBIGUOUS_LOGGED.get(phone)
+    if last is not None and now - last < AMBIGUOUS_LOG_INTERVAL:
+        return
+    if len(_AMBIGUOUS_LOGGED) > 10_000:
+        _AMBIGUOUS_LOGGED.clear()
+    _AMBIGUOUS_LOGGED[phone] = now
+    log.warning("phone %s is on %d clients (%s): routing reports it as ambiguous", phone, len(found),
+                ", ".join(c.id for c in found))
+
+
 def _phone_key(e164: str) -> int | None:
     if not e164 or e164[0] != "+" or not is_e164(e164):
         return None
@@ -314,8 +332,7 @@ class PhoneDirectory:
                     found.append(o[0])
         if len(found) > 1:
             found.sort(key=lambda c: c.id)
-            log.warning("phone %s is on %d clients (%s): routing reports it as ambiguous", phone, len(found),
-                        ", ".join(c.id for c in found))
+            _report_ambiguous(phone, found)
         return LookupResult(phone, tuple(found), "index")
 
     async def lookup(self, phone: str | None) -> LookupResult:
@@ -453,6 +470,5 @@ class StoreLookup:
         found = [ClientInfo.of(c) for c in await self._store.clients_by_phone(phone)]
         found.sort(key=lambda c: c.id)
         if len(found) > 1:
-            log.warning("phone %s is on %d clients (%s): routing reports it as ambiguous", phone, len(found),
-                        ", ".join(c.id for c in found))
+            _report_ambiguous(phone, found)
         return LookupResult(phone, tuple(found), "store")

@@ -246,6 +246,8 @@ class Rules:
     default_timeout: int = 30
     display_name_max: int = 32
     files: tuple[str, ...] = ()
+    # minute -> is_open(): the answer only changes at minute boundaries
+    _open_cache: dict[Any, tuple[bool, str]] = field(default_factory=dict, compare=False, repr=False)
 
     def tier(self, name: str) -> Tier | None:
         for t in self.tiers:
@@ -255,6 +257,17 @@ class Rules:
 
     def is_open(self, now: datetime) -> tuple[bool, str]:
         """Business hours at `now` (aware; naive means the rules' time zone), and why."""
+        key = (int(now.timestamp() // 60) if now.tzinfo is not None
+               else now.replace(second=0, microsecond=0))
+        hit = self._open_cache.get(key)
+        if hit is None:
+            hit = self._is_open(now)
+            if len(self._open_cache) > 256:
+                self._open_cache.clear()
+            self._open_cache[key] = hit
+        return hit
+
+    def _is_open(self, now: datetime) -> tuple[bool, str]:
         local = now.replace(tzinfo=self.timezone) if now.tzinfo is None else now.astimezone(self.timezone)
         d, minute = local.date(), local.hour * 60 + local.minute
         stamp = f"{local:%Y-%m-%d %a %H:%M} {self.timezone.key}"

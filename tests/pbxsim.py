@@ -106,6 +106,96 @@ class Pbx:
     def pickup(self, picker: Chan, target: Chan) -> None:
         self._emit("Pickup", **self._snap(picker), **self._snap(target, "Target"))
 
+    # ---- additions for tests/test_tracker_realworld.py (additive: nothing above changed)
+
+    def local_pair(self, target: str, *, linked_to: Chan | None = None, caller: str = "") -> tuple[Chan, Chan]:
+        """Local/<target>-<n>;1 and ;2 as Asterisk creates them: both Newchannel, then LocalBridge."""
+        self._uid += 1
+        self._seq += 1
+        base = f"Local/{target}-{self._seq:08x}"
+        lid = linked_to.linkedid if linked_to else None
+        uid1 = f"{int(self.t)}.{self._uid}"
+        self._uid += 1
+        uid2 = f"{int(self.t)}.{self._uid}"
+        ctx = target.split("@", 1)[1] if "@" in target else "default"
+        exten = target.split("@", 1)[0]
+        one = Chan(base + ";1", uid1, lid or uid1, exten, ctx, caller, "", "Down")
+        two = Chan(base + ";2", uid2, lid or uid1, exten, ctx, caller, "", "Ring")
+        self._emit("Newchannel", **self._snap(one))
+        self._emit("Newchannel", **self._snap(two))
+        self._emit("LocalBridge", **self._snap(one, "LocalOne"), **self._snap(two, "LocalTwo"),
+                   Context=ctx, Exten=exten, LocalOptimization="Yes")
+        return one, two
+
+    def enter(self, bridge_id: str, ch: Chan, swap: Chan | None = None) -> None:
+        """BridgeEnter, with SwapUniqueid when the channel replaces another (moves, optimizations)."""
+        h = self._snap(ch)
+        if swap is not None:
+            h["SwapUniqueid"] = swap.uniqueid
+        self._emit("BridgeEnter", **h, BridgeUniqueid=bridge_id)
+
+    def rename(self, ch: Chan, new_name: str) -> None:
+        self._emit("Rename", Channel=ch.name, Newname=new_name, Uniqueid=ch.uniqueid)
+        ch.name = new_name
+
+    def exten(self, ch: Chan, app: str, data: str = "") -> None:
+        self._emit("Newexten", **self._snap(ch), Application=app, AppData=data, Extension=ch.exten)
+
+    def local_optimization_begin(self, one: Chan, two: Chan) -> None:
+        """Only the Begin/End pair; the test scripts the bridge moves between them."""
+        self._emit("LocalOptimizationBegin", **self._snap(one, "LocalOne"), **self._snap(two, "LocalTwo"), Id="1")
+
+    def local_optimization_end(self, one: Chan, two: Chan, success: bool = True) -> None:
+        self._emit("LocalOptimizationEnd", **self._snap(one, "LocalOne"), **self._snap(two, "LocalTwo"),
+                   Success="Yes" if success else "No", Id="1")
+
+    def attended_transfer_ex(self, orig: Chan, second: Chan | None, transferee: Chan | None,
+                             target: Chan | None, *, dest_type: str = "Bridge", orig_bridge: str = "",
+                             second_bridge: str = "", dest_bridge: str = "", is_external: str = "Yes",
+                             local_one: Chan | None = None, local_two: Chan | None = None) -> None:
+        """AttendedTransfer with the headers Asterisk 13+ sends (docs: AMI_Events/AttendedTransfer)."""
+        h: dict[str, str] = {"Result": "Success", **self._snap(orig, "OrigTransferer")}
+        if orig_bridge:
+            h["OrigBridgeUniqueid"] = orig_bridge
+        if second is not None:
+            h.update(self._snap(second, "SecondTransferer"))
+        if second_bridge:
+            h["SecondBridgeUniqueid"] = second_bridge
+        if transferee is not None:
+            h.update(self._snap(transferee, "Transferee"))
+        if target is not None:
+            h.update(self._snap(target, "TransferTarget"))
+        h["IsExternal"] = is_external
+        h["DestType"] = dest_type
+        if dest_bridge:
+            h["DestBridgeUniqueid"] = dest_bridge
+        if local_one is not None:
+            h.update(self._snap(local_one, "LocalOne"))
+        if local_two is not None:
+            h.update(self._snap(local_two, "LocalTwo"))
+        self._emit("AttendedTransfer", **h)
+
+    def blind_transfer_ex(self, transferer: Chan, transferee: Chan, exten: str, bridge_id: str,
+                          context: str = "from-internal", is_external: str = "Yes") -> None:
+        self._emit("BlindTransfer", Result="Success", **self._snap(transferer, "Transferer"),
+                   **self._snap(transferee, "Transferee"), BridgeUniqueid=bridge_id, IsExternal=is_external,
+                   Context=context, Extension=exten)
+
+    def queue_join(self, ch: Chan, queue: str, position: int = 1) -> None:
+        self._emit("QueueCallerJoin", **self._snap(ch), Queue=queue, Position=str(position), Count=str(position))
+
+    def queue_leave(self, ch: Chan, queue: str) -> None:
+        self._emit("QueueCallerLeave", **self._snap(ch), Queue=queue, Position="1", Count="0")
+
+    def agent_event(self, event: str, caller: Chan | None, member: Chan | None, queue: str,
+                    interface: str, **extra: str) -> None:
+        h: dict[str, str] = {}
+        if caller is not None:
+            h.update(self._snap(caller))
+        if member is not None:
+            h.update(self._snap(member, "Dest"))
+        self._emit(event, **h, Queue=queue, MemberName=interface, Interface=interface, **extra)
+
     def raw(self, frame: dict[str, str]) -> str:
         return "".join(f"{k}: {v}\r\n" for k, v in frame.items()) + "\r\n"
 

@@ -1,6 +1,4 @@
-"""Call shapes of real Asterisk 13-22 traffic the lab recordings lack, played by the scripted PBX
-(transfers through Local channels, Local optimization that succeeds, queues with several members, chan_sip
-names, captures without timestamps).
+"""Call shapes of real Asterisk 13-22 traffic the lab recordings lack, played by the scripted PBX.
 
 Each test cites where its event order comes from. Sources:
 [AT]  docs.asterisk.org .../AMI_Events/AttendedTransfer (Orig/Second transferer, DestType Bridge|App|Link|Threeway)
@@ -11,19 +9,35 @@ Each test cites where its event order comes from. Sources:
 [BB]  asterisk main/bridge_basic.c: DTMF atxfer dials the target through a Local channel requested by the
       transferer (same linkedid), publish_transfer_success() passes the transferer as both Orig and Second
       transferer, after bridge_merge()
+[PU]  asterisk main/pickup.c ast_do_pickup: answers the picker, ast_channel_move(target, picker) (a
+      masquerade: identities follow the tech, the target's old identity is renamed '<name><ZOMBIE>' and
+      hung up), THEN publishes Pickup with the pre-move snapshots; the caller's Dial then sees ANSWER from
+      the picker's identity
 [LO]  docs AMI_Events/LocalOptimizationBegin/End + the recordings' ring_group/queue captures: the real
       channel is swapped into the outer bridge (BridgeEnter SwapUniqueid=<;1>), then the Local pair hangs up
 [Q]   docs AMI_Events QueueCallerJoin/AgentCalled/AgentConnect/AgentComplete/AgentRingNoAnswer(ms);
       app_queue publishes DialBegin/DialEnd with the queue caller as Channel
+[VM]  app_voicemail: VoiceMail() answers the caller after Dial() gave up (NOANSWER); the caller ends with a BYE
 """
 from callrouter.ami.events import parse_event
 from callrouter.tracker import replay
+from callrouter.tracker.facts import AgentAnswered, AgentEnded, AgentRinging
+from callrouter.tracker.tracker import Tracker
 
 from pbxsim import Pbx
 
 
 def records(p: Pbx):
     return replay([parse_event(f, None) for f in p.frames])
+
+
+def facts(p: Pbx):
+    tr = Tracker()
+    out = []
+    for f in p.frames:
+        out.extend(tr.feed(parse_event(f, None)))
+    out.extend(tr.close())
+    return out
 
 
 def inbound(p: Pbx, tech="PJSIP", did="5550100", caller="+79161234567"):
@@ -66,6 +80,42 @@ def rows(r):
 
 
 # ------------------------------------------------------------------ attended transfers
+
+def test_phone_attended_transfer_moves_the_caller_into_the_consult_bridge():
+    """PJSIP REFER/Replaces from 101: two 2-party bridges -> SWAP_TO_PEER [BR]: the caller leaves b1 and
+    enters b2 swapping out 101's consult channel; 104 takes the caller's (older) linkedid; the
+    AttendedTransfer event is published after the move [BR], DestType=Bridge [AT]."""
+    p = Pbx()
+    trunk = inbound(p)
+    a = ring(p, trunk, "PJSIP/101")
+    p.tick(2)
+    answer(p, trunk, a, "b1")
+    p.tick(10)
+    consult = p.channel("PJSIP/101", exten="104", context="from-internal", caller="101")
+    target = ring(p, consult, "PJSIP/104")
+    p.tick(3)
+    answer(p, consult, target, "b2")
+    p.tick(5)
+    p.unbridge("b1", trunk)
+    p.enter("b2", trunk, swap=consult)
+    p.set_linkedid(target, trunk.linkedid)
+    p.unbridge("b2", consult)
+    p.attended_transfer_ex(a, consult, trunk, target, dest_type="Bridge", orig_bridge="b1",
+                           second_bridge="b2", dest_bridge="b2")
+    p.hangup_request(consult)
+    p.hangup(consult)
+    p.unbridge("b1", a)
+    p.hangup_request(a, soft=True)
+    p.hangup(a)
+    p.tick(30)
+    bye(p, trunk, "b2", target)          # the client hangs up on 104
+    [r] = records(p)
+    assert r.call_id == trunk.uniqueid and r.complete
+    assert (r.direction, r.outcome, r.answered_by, r.final_agent, r.hangup_by) == \
+        ("in", "answered", "101", "104", "caller")
+    assert [(t.kind, t.from_, t.to) for t in r.transfers] == [("attended", "101", "104")]
+    assert sorted(rows(r)) == [("101", "answered"), ("104", "answered")]
+    assert r.ring_seconds == 2.0 and r.duration_seconds == 50.0
 
 
 def test_dtmf_atxfer_through_a_local_channel_optimized_away():
@@ -150,6 +200,27 @@ def test_attended_transfer_linked_by_a_local_pair():
     assert [(t.kind, t.from_, t.to) for t in r.transfers] == [("attended", "101", "104")]
 
 
+def test_attended_transfer_link_lists_each_leg_once():
+    """Same shape; a merge of three channels from two calls must not copy the consult call's legs twice."""
+    p = Pbx()
+    trunk = inbound(p)
+    a = ring(p, trunk, "PJSIP/101")
+    answer(p, trunk, a, "b1")
+    consult = p.channel("PJSIP/101", exten="104", context="from-internal", caller="101")
+    target = ring(p, consult, "PJSIP/104")
+    answer(p, consult, target, "b2")
+    l1, l2 = p.local_pair("link@transfer")
+    p.enter("b1", l1, swap=a)
+    p.enter("b2", l2, swap=consult)
+    p.attended_transfer_ex(a, consult, trunk, target, dest_type="Link", orig_bridge="b1", second_bridge="b2",
+                           local_one=l1, local_two=l2)
+    for ch, b in ((a, "b1"), (consult, "b2"), (trunk, "b1"), (l1, "b1"), (l2, "b2"), (target, "b2")):
+        p.unbridge(b, ch)
+        p.hangup(ch)
+    [r] = records(p)
+    assert sorted(rows(r)) == [("101", "answered"), ("104", "answered")]
+
+
 def test_consultation_abandoned_keeps_the_call_with_101():
     """A phone's consultation that is not completed is its own call (its own linkedid, no shared bridge):
     101 stays in b1 throughout (hold is a re-INVITE, no bridge events)."""
@@ -170,6 +241,48 @@ def test_consultation_abandoned_keeps_the_call_with_101():
     assert (first.call_id, first.final_agent, first.hangup_by, first.transfers) == \
         (trunk.uniqueid, "101", "caller", ())
     assert (second.direction, second.answered_by, second.hangup_by) == ("internal", "104", "caller")
+
+
+# ------------------------------------------------------------------ pickup
+
+def _pickup_scenario(p: Pbx):
+    trunk = inbound(p)
+    ringing = ring(p, trunk, "PJSIP/101")
+    p.tick(4)
+    picker = p.channel("PJSIP/102", exten="*8", context="from-internal", caller="102")
+    p.exten(picker, "Pickup", "")
+    p.answer(picker)                       # ast_answer(chan) before the move [PU]
+    old_picker = Pbx._snap(picker)
+    old_target = Pbx._snap(ringing)
+    p.rename(ringing, ringing.name + "<ZOMBIE>")   # masquerade: the target's identity becomes the zombie
+    # Pickup with the pre-move snapshots [PU]
+    p._emit("Pickup", **old_picker, **{("Target" + k): v for k, v in old_target.items()})
+    p.hangup(ringing, cause=26)            # the zombie goes away
+    p.dial_end(trunk, picker, "ANSWER")    # Dial() sees the answer, now from the picker's identity
+    p.answer(trunk)
+    p.bridge("b1", picker, trunk)
+    p.set_linkedid(picker, trunk.linkedid)  # oldest linkedid wins in the bridge [BR]
+    p.tick(6)
+    bye(p, picker, "b1", trunk)
+    return trunk
+
+
+def test_group_pickup_as_asterisk_masquerades_it():
+    p = Pbx()
+    trunk = _pickup_scenario(p)
+    [r] = records(p)
+    assert r.call_id == trunk.uniqueid and r.complete
+    assert (r.outcome, r.answered_by, r.final_agent, r.hangup_by) == ("answered", "102", "102", "agent")
+    assert sorted(rows(r)) == [("101", "answered-elsewhere"), ("102", "answered")]
+
+
+def test_group_pickup_live_facts_end_101_and_answer_102():
+    p = Pbx()
+    _pickup_scenario(p)
+    fs = facts(p)
+    assert [(type(f).__name__, f.agent) for f in fs if isinstance(f, (AgentRinging, AgentAnswered, AgentEnded))
+            and f.agent == "101"] == [("AgentRinging", "101"), ("AgentEnded", "101")]
+    assert any(isinstance(f, AgentAnswered) and f.agent == "102" for f in fs)
 
 
 # ------------------------------------------------------------------ queues
@@ -238,7 +351,56 @@ def test_queue_member_behind_a_local_channel_optimized_away():
     assert r.ring_seconds == 5.0 and r.talk_seconds == 30.0 and r.complete
 
 
-# ------------------------------------------------------------------ AGI
+def test_queue_member_leg_via_local_channel_is_marked_with_the_queue():
+    p = Pbx()
+    trunk = inbound(p)
+    p.queue_join(trunk, "retail")
+    l1, l2 = p.local_pair("120@agents", linked_to=trunk)
+    p.dial_begin(trunk, l1)
+    phone = ring(p, l2, "PJSIP/120")
+    p.tick(15)
+    p.dial_end(l2, phone, "NOANSWER")
+    p.hangup(phone, cause=0)
+    p.dial_end(trunk, l1, "NOANSWER")
+    p.hangup(l2)
+    p.hangup(l1)
+    p.hangup_request(trunk)
+    p.hangup(trunk)
+    [r] = records(p)
+    assert [(leg.agent, leg.queue) for leg in r.legs] == [("120", "retail")]
+
+
+# ------------------------------------------------------------------ blind transfer, AGI, voicemail
+
+def test_blind_transfer_to_an_outside_number_then_the_caller_hangs_up():
+    """101's phone REFERs the caller to 89161234567 [BlindTransfer IsExternal=Yes, as in the
+    blind_transfer recording]; the caller runs the dialplan again and Dial()s the trunk; at the end the
+    client hangs up."""
+    p = Pbx()
+    trunk = inbound(p)
+    a = ring(p, trunk, "PJSIP/101")
+    p.tick(2)
+    answer(p, trunk, a, "b1")
+    p.tick(10)
+    p.blind_transfer_ex(a, trunk, "89161234567", "b1")
+    p.unbridge("b1", a)
+    p.hangup_request(a)                      # the phone's BYE after the NOTIFY
+    p.hangup(a)
+    p.unbridge("b1", trunk)
+    out = p.channel("PJSIP/provider", exten="89161234567", caller=trunk.caller_num, linked_to=trunk)
+    p.dial_begin(trunk, out, "PJSIP/89161234567@provider")
+    p.tick(4)
+    p.answer(out)
+    p.dial_end(trunk, out, "ANSWER")
+    p.bridge("b2", out, trunk)
+    p.tick(60)
+    bye(p, trunk, "b2", out)                 # the client hangs up
+    [r] = records(p)
+    assert (r.direction, r.outcome, r.answered_by) == ("in", "answered", "101")
+    assert [(t.kind, t.from_, t.to) for t in r.transfers] == [("blind", "101", "89161234567")]
+    assert r.hangup_by == "caller"
+    assert r.complete
+
 
 def test_caller_hangs_up_during_the_agi_before_any_dial():
     p = Pbx()
@@ -250,6 +412,25 @@ def test_caller_hangs_up_during_the_agi_before_any_dial():
     [r] = records(p)
     assert (r.direction, r.outcome, r.hangup_by, r.answered_by, r.legs) == ("in", "abandoned", "caller", None, ())
     assert r.duration_seconds == 0.3 and r.complete
+
+
+def test_unanswered_call_goes_to_voicemail_and_is_missed_not_abandoned():
+    """Dial(PJSIP/101,20) -> NOANSWER, then VoiceMail(101) answers the caller [VM]; the client leaves a
+    message and hangs up: the PBX gave up ringing -> missed; the caller ended the call."""
+    p = Pbx()
+    trunk = inbound(p)
+    a = ring(p, trunk, "PJSIP/101")
+    p.tick(20)
+    p.dial_end(trunk, a, "NOANSWER")
+    p.hangup(a, cause=0)
+    p.exten(trunk, "VoiceMail", "101@default,u")
+    p.answer(trunk)
+    p.tick(25)
+    p.hangup_request(trunk)
+    p.hangup(trunk)
+    [r] = records(p)
+    assert rows(r) == [("101", "no-answer")]
+    assert (r.outcome, r.hangup_by, r.answered_by) == ("missed", "caller", None)
 
 
 # ------------------------------------------------------------------ ring group via Local, chan_sip
@@ -305,3 +486,42 @@ def test_chan_sip_names_without_timestamps():
     assert sorted(rows(r)) == [("101", "answered"), ("102", "answered-elsewhere")]
     assert (r.outcome, r.answered_by, r.hangup_by, r.complete) == ("answered", "101", "caller", True)
     assert r.started_at is None and r.ring_seconds is None and r.talk_seconds is None
+
+
+def test_bridges_of_finished_calls_are_forgotten_even_without_bridge_leave():
+    from callrouter.ami.events import StreamGap
+    p = Pbx()
+    trunk = inbound(p)
+    a = ring(p, trunk, "PJSIP/101")
+    answer(p, trunk, a, "b1")
+    tr = Tracker()
+    for f in p.frames:
+        tr.feed(parse_event(f, None))
+    tr.feed(StreamGap(p.t, "AMI connection lost"))
+    p.frames.clear()
+    p.hangup(trunk)          # the BridgeLeaves were lost in the outage
+    p.hangup(a)
+    for f in p.frames:
+        tr.feed(parse_event(f, None))
+    assert tr.calls_in_flight == 0 and tr._bridges == {}
+
+
+def test_without_timestamps_an_earlier_cancelled_dial_is_not_answered_elsewhere():
+    """Stream order decides: 101's Dial was cancelled before 102 was even dialed, so 102
+    answering later does not make 101's ring 'answered elsewhere'."""
+    p = Pbx(timestamps=False)
+    trunk = p.channel("PJSIP/provider", exten="5550100", context="from-pstn", caller="+79161234567")
+    first = p.channel("PJSIP/101", linked_to=trunk)
+    p.dial_begin(trunk, first)
+    p.dial_end(trunk, first, "CANCEL")
+    p.hangup(first, cause=0)
+    second = p.channel("PJSIP/102", linked_to=trunk)
+    p.dial_begin(trunk, second)
+    p.answer(second)
+    p.dial_end(trunk, second, "ANSWER")
+    p.bridge("b1", trunk, second)
+    p.hangup_request(second)
+    p.hangup(second)
+    p.hangup(trunk)
+    [r] = replay([parse_event(f, None) for f in p.frames])
+    assert [(leg.agent, leg.result) for leg in r.legs] == [("101", "cancelled"), ("102", "answered")]

@@ -91,7 +91,7 @@ def test_attended_transfer_changes_linkedid_yet_stays_one_call():
     assert r.call_id == trunk.uniqueid
     assert (r.outcome, r.answered_by, r.final_agent, r.hangup_by) == ("answered", "101", "104", "agent")
     assert [(t.kind, t.from_, t.to) for t in r.transfers] == [("attended", "101", "104")]
-    assert {leg.agent for leg in r.legs} == {"101", "104"}
+    assert [(leg.agent, leg.result) for leg in r.legs] == [("101", "answered"), ("104", "answered")]
     assert r.complete
 
 

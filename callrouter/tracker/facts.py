@@ -43,6 +43,9 @@ class AgentEnded:
 @dataclass(frozen=True, slots=True)
 class CallFinished:
     record: CallRecord
+    # every uniqueid and linkedid the call had: what other systems (the router's decision
+    # log) may have keyed it by
+    ids: frozenset[str] = frozenset()
 
 
 Fact = AgentRinging | AgentAnswered | AgentEnded | CallFinished

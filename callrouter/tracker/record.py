@@ -83,6 +83,20 @@ class _View:
                 return False
         return True
 
+    def queue_of(self, uid: str, depth: int = 0) -> str | None:
+        """The queue a dialer dials for: its own, or (a Local ;2 dialing a member) the one that
+        dialed its ;1 twin."""
+        c = self.ch.get(uid)
+        if c is None or depth > 4:
+            return None
+        if c.queue:
+            return c.queue
+        if c.local_peer:
+            for leg in self.call.legs:
+                if leg.dest == c.local_peer:
+                    return self.queue_of(leg.dialer, depth + 1)
+        return None
+
     def agent(self, uid: str) -> str | None:
         c = self.ch.get(uid)
         return self.devices.agent_of(c.name) if c else None
@@ -104,14 +118,22 @@ def _leg_result(v: _View, leg: LegState, answered: list[LegState], caller_gave_u
             result = "unavailable"
         else:
             result = "cancelled" if caller_gave_up else "no-answer"
-    if result == "cancelled":
-        end = leg.ended_at
-        for other in answered:
-            if other is leg:
-                continue
-            if end is None or other.answered_at is None or abs(other.answered_at - end) <= _ELSEWHERE_WINDOW:
-                return "answered-elsewhere"
+    if result == "cancelled" and any(_won_while_ringing(other, leg) for other in answered if other is not leg):
+        return "answered-elsewhere"
     return result
+
+
+def _won_while_ringing(winner: LegState, leg: LegState) -> bool:
+    """Did `winner` answer while `leg` rang (so `leg` was cancelled because of it)? By stream
+    order: the two rang together. With times, the answer may trail the CANCEL a little
+    (Asterisk cancels the losers before it reports the winner)."""
+    if winner.answered_seq is None or winner.answered_seq < leg.began_seq:
+        return False
+    if leg.ended_seq is not None and winner.began_seq > leg.ended_seq:
+        return False  # it rang only after this leg was over: a later, separate attempt
+    if winner.answered_at is not None and leg.ended_at is not None:
+        return winner.answered_at - leg.ended_at <= _ELSEWHERE_WINDOW
+    return True
 
 
 def build_record(call: CallState, channels: dict[str, ChannelState], devices: DeviceMap,
@@ -151,12 +173,17 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
     caller_first = cs is not None and (ag is None or cs.seq < ag.seq)
     # a soft request on the channel running the dialplan is Asterisk ending it, not the caller
     caller_gave_up = caller_first and _by_outside(v, cs, caller_side, direction)
+    if caller_gave_up and first is None and direction == "in" and _pbx_gave_up(v, legs, cs):
+        caller_gave_up = False  # e.g. rang out, then voicemail: missed, though the caller ended the call
+        pbx_gave_up = True
+    else:
+        pbx_gave_up = False
 
     all_answered = [leg for leg in legs if leg.answered_seq is not None]
     leg_rows = []
     for leg in legs:
         result = _leg_result(v, leg, all_answered, caller_gave_up and first is None)
-        queue = v.ch[leg.dialer].queue if leg.dialer in v.ch else None
+        queue = v.queue_of(leg.dialer)
         ring_end = leg.answered_at if leg.answered_at is not None else leg.ended_at
         if ring_end is None and leg.dest in v.ch:
             ring_end = v.ch[leg.dest].hangup_at
@@ -179,6 +206,10 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
             hangup_by = "agent" if ag is not None and not caller_first else "system"
         elif caller_gave_up:
             outcome, hangup_by = "abandoned", "caller"
+        elif pbx_gave_up:
+            results = {r.result for r in leg_rows}
+            outcome = "busy" if results == {"busy"} else "failed" if results == {"unavailable"} else "missed"
+            hangup_by = "caller"
         else:
             if leg_rows and results == {"busy"}:
                 outcome = "busy"
@@ -218,6 +249,21 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
         recording=call.recording, complete=not gaps, gaps=tuple(gaps),
         agent=root_agent if direction == "out" else None,
     )
+
+
+def _pbx_gave_up(v: _View, legs: list[LegState], sig: Signal) -> bool:
+    """Before the caller's hangup signal, every leg had ended by itself (no answer, busy,
+    unavailable: not cancelled by the caller) and the caller was not waiting in a queue."""
+    if not legs:
+        return False  # nothing rang yet (hung up in the IVR/AGI): abandoned
+    for leg in legs:
+        if leg.ended_seq is None or leg.ended_seq > sig.seq or leg.status in (None, "CANCEL", "ANSWER"):
+            return False
+    for uid in v.caller_side:
+        c = v.ch.get(uid)
+        if c is not None and c.queue and (c.queue_left_seq is None or c.queue_left_seq > sig.seq):
+            return False
+    return True
 
 
 def _by_outside(v: _View, sig: Signal, side: set[str], direction: str) -> bool:

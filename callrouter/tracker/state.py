@@ -42,6 +42,7 @@ class ChannelState:
     queue: str | None = None       # queue this channel waited in as a caller
     dials: bool = False            # it dialed somewhere itself (so it is not an endpoint)
     originated: bool = False       # destination of an originate pseudo-dial
+    queue_left_seq: int | None = None  # QueueCallerLeave: it stopped waiting in the queue
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class LegState:
     answered_seq: int | None = None
     dial_exten: str = ""           # dialer's exten when it dialed (the number on outbound)
     picked_up_by: str | None = None
+    ended_seq: int | None = None   # stream position of the definitive end (DialEnd, ring timeout, pickup)
 
 
 @dataclass(slots=True)

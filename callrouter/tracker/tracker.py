@@ -136,7 +136,7 @@ class Tracker:
             a, b = b, a
         for uid in b.channels:
             self._call_of[uid] = a
-        a.channels.extend(b.channels)
+        a.channels.extend(u for u in b.channels if u not in a.channels)
         for lid in b.linkedids:
             self._by_linkedid[lid] = a
         a.linkedids |= b.linkedids
@@ -156,12 +156,14 @@ class Tracker:
         return a
 
     def _link(self, *chans: ChannelState | None) -> CallState | None:
-        calls = [self._call_of[c.uniqueid] for c in chans if c is not None]
-        if not calls:
-            return None
-        call = calls[0]
-        for other in calls[1:]:
-            call = self._merge(call, other)
+        # resolve each channel's call only when it is merged: a list of calls taken up front goes stale
+        # after the first merge and merging a stale call again duplicates its legs and channels
+        call = None
+        for c in chans:
+            if c is None:
+                continue
+            other = self._call_of[c.uniqueid]
+            call = other if call is None else self._merge(call, other)
         return call
 
     def _leg_to(self, dest_uid: str, dialer_uid: str | None = None) -> LegState | None:
@@ -181,6 +183,12 @@ class Tracker:
             if peer is not None:
                 leg = self._leg_to(peer)
         return leg
+
+    def _endpoint(self, uid: str) -> bool:
+        """A leg destination that neither dials on nor queues (itself or its Local twin)."""
+        ch = self._channels[uid]
+        return not any(c is not None and (c.dials or c.queue)
+                       for c in (ch, self._channels.get(ch.local_peer) if ch.local_peer else None))
 
     def _party(self, call: CallState) -> Party:
         root = self._channels[call.key]
@@ -205,9 +213,16 @@ class Tracker:
         for lid in call.linkedids:
             if self._by_linkedid.get(lid) is call:
                 del self._by_linkedid[lid]
+        # bridges whose BridgeLeave was never seen (outage, capture cut) would otherwise keep
+        # finished channels forever
+        gone = set(call.channels)
+        for bid in [b for b, members in self._bridges.items() if members & gone]:
+            self._bridges[bid] -= gone
+            if not self._bridges[bid]:
+                del self._bridges[bid]
         while len(self._finished) > _FORGET_AFTER:
             self._finished.popitem(last=False)
-        self._out.append(CallFinished(record))
+        self._out.append(CallFinished(record, frozenset(call.channels) | frozenset(call.linkedids)))
 
     # ------------------------------------------------------------------ handlers
 
@@ -288,7 +303,7 @@ class Tracker:
         status = e.status.upper()
         if leg.status is None and status not in ("", "RINGING", "PROCEEDING", "PROGRESS"):
             leg.status = status
-            leg.ended_at = e.time
+            leg.ended_at, leg.ended_seq = e.time, self._seq
             if status == "ANSWER":
                 leg.answered_at, leg.answered_seq = e.time, self._seq
                 call = self._call_of[dest.uniqueid]
@@ -320,8 +335,10 @@ class Tracker:
         best: tuple[bool, int, str] | None = None
         for m in live:
             leg = self._agent_leg_side(m.uniqueid)
-            if leg is None or self.devices.agent_of(self._channels[leg.dest].name) is None:
+            if leg is None or leg.dest not in self._channels:
                 continue
+            if self.devices.agent_of(self._channels[leg.dest].name) is None and not self._endpoint(leg.dest):
+                continue  # plumbing (a Local channel into a queue or a dialplan that dials on)
             own = {leg.dest, self._channels[leg.dest].local_peer}
             if any(o.uniqueid not in own for o in live):
                 rank = (ch.uniqueid in own, leg.answered_seq or leg.began_seq, leg.dest)
@@ -345,13 +362,18 @@ class Tracker:
         call = self._call_of[ch.uniqueid]
         call.queue = call.queue or e.queue
 
+    def _on_queue_leave(self, e: ev.QueueCallerLeave) -> None:
+        ch = self._channel(e.channel, e.time)
+        if ch is not None and ch.queue_left_seq is None:
+            ch.queue_left_seq = self._seq
+
     def _on_agent_ring_no_answer(self, e: ev.AgentRingNoAnswer) -> None:
         if e.dest is None or e.dest.uniqueid not in self._channels:
             return
         leg = self._leg_to(e.dest.uniqueid)
         if leg is not None and leg.status is None:
             leg.status = "NOANSWER"
-            leg.ended_at = e.time
+            leg.ended_at, leg.ended_seq = e.time, self._seq
 
     def _on_blind_transfer(self, e: ev.BlindTransfer) -> None:
         if e.result and e.result.lower() != "success":
@@ -398,18 +420,25 @@ class Tracker:
             ringing.picked_up_by = self.devices.agent_of(picker.name)
             if ringing.status is None:
                 ringing.status = "PICKUP"
-                ringing.ended_at = e.time
+                ringing.ended_at, ringing.ended_seq = e.time, self._seq
             # the picker's phone becomes an answered leg of this call
             leg = LegState(dest=picker.uniqueid, dialer=ringing.dialer, device=DeviceMap.device_of(picker.name),
                            began_seq=self._seq, began_at=e.time, status="ANSWER", ended_at=e.time,
-                           answered_at=e.time, answered_seq=self._seq)
+                           answered_at=e.time, answered_seq=self._seq, ended_seq=self._seq)
             call.legs.append(leg)
+            agent = self.devices.agent_of(picker.name)
+            if agent is not None:
+                call.ringing_agents.add(agent)
+                self._out.append(AgentAnswered(self.pbx, call.key, agent, leg.device, self._party(call),
+                                               call.route_vars.get("CLIENT_ID") or None, _dt(e.time)))
 
     def _on_rename(self, e: ev.Rename) -> None:
         ch = self._channels.get(e.uniqueid)
         if ch is not None:
             self._by_name.pop(ch.name, None)
-            ch.name = e.new_name
+            # a masquerade (pickup, some transfers) renames the replaced identity '<name><ZOMBIE>' just
+            # before hanging it up: it is still the same device for legs and screen-pops
+            ch.name = e.new_name.removesuffix("<ZOMBIE>").removesuffix("<MASQ>")
             self._by_name[ch.name] = ch.uniqueid
 
     def _on_gap(self, e: ev.StreamGap) -> None:
@@ -432,6 +461,7 @@ _HANDLERS = {
     ev.BridgeEnter: Tracker._on_bridge_enter,
     ev.BridgeLeave: Tracker._on_bridge_leave,
     ev.QueueCallerJoin: Tracker._on_queue_join,
+    ev.QueueCallerLeave: Tracker._on_queue_leave,
     ev.AgentRingNoAnswer: Tracker._on_agent_ring_no_answer,
     ev.BlindTransfer: Tracker._on_blind_transfer,
     ev.AttendedTransfer: Tracker._on_attended_transfer,

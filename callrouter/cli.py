@@ -84,7 +84,7 @@ def run(ctx: click.Context) -> None:
     try:
         run_daemon(settings)
     except* SchemaNotCurrent as eg:
-        raise click.ClickException(f"{eg.exceptions[0]} (run: callrouter db upgrade)") from None
+        raise click.ClickException(str(eg.exceptions[0])) from None
 
 
 @main.group()
@@ -119,6 +119,15 @@ def _redact(text: str, settings: Settings) -> str:
         pass
     return text
 
+
+def _add_routing_commands() -> None:
+    from callrouter.routing.cli import route, rules
+
+    main.add_command(rules)
+    main.add_command(route)
+
+
+_add_routing_commands()
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,7 @@ class ManagerConfig(_Strict):
 
 class AgiConfig(_Strict):
     host: str = "0.0.0.0"
-    port: int = Field(default=4573, ge=1, le=65535)
+    port: int = Field(default=4573, ge=0, le=65535)  # 0: any free port (tests)
     deadline_ms: float = Field(default=300.0, gt=0)
     default_dial: str = "Local/support@queues"
     default_timeout: int = Field(default=20, ge=1)

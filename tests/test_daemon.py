@@ -13,6 +13,7 @@ from callrouter.store import Store, upgrade
 from fakeami import FakeAmi, load_recording
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
+RULES = Path(__file__).parent.parent / "rules"
 
 
 def _until_hangup_of_last_call(frames: list[str]) -> list[str]:
@@ -37,8 +38,9 @@ async def test_sigterm_persists_calls_in_flight_as_incomplete(tmp_path: Path) ->
     frames = _until_hangup_of_last_call(load_recording(RECORDINGS / "burst.ami.jsonl"))
     async with FakeAmi(frames, secret="s3cret") as ami:
         config = tmp_path / "callrouter.toml"
-        config.write_text(f'database_url = "{url}"\n[[pbx]]\nname = "lab"\nport = {ami.port}\n'
-                          f'username = "callrouter"\nsecret = "s3cret"\n')
+        config.write_text(f'database_url = "{url}"\nrules_dir = "{RULES}"\n[agi]\nport = 0\n'
+                          f'[[pbx]]\nname = "lab"\nport = {ami.port}\nusername = "callrouter"\n'
+                          f'secret = "s3cret"\n')
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "callrouter.cli", "--config", str(config), "run",
             stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -93,3 +95,62 @@ async def test_run_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode != 0
     assert "callrouter db upgrade" in err.decode()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> None:
+    """The whole daemon in one process: Asterisk asks the router (FastAGI, the recorded
+    header block), then streams the call over AMI; the stored record carries the router's
+    rule, reason, dial and latency and the client it matched."""
+    import json
+
+    from callrouter.agi.probe import agi_call
+    from callrouter.config import load_settings
+    from callrouter.daemon import serve
+    from callrouter.store import Client
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    await upgrade(url)
+    async with Store(url) as store:
+        await store.upsert_clients([Client(id="c-1001", name="Ivan Petrov", owner_extension="101",
+                                           monthly_turnover=120_000, phones=("+79161234567",))])
+    agi = json.loads((RECORDINGS / "answered_owner.agi.jsonl").read_text().splitlines()[0])
+    agi_port = _free_port()
+    async with FakeAmi([]) as ami:
+        config = tmp_path / "callrouter.toml"
+        config.write_text(f'database_url = "{url}"\nrules_dir = "{RULES}"\n'
+                          f'[agi]\nhost = "127.0.0.1"\nport = {agi_port}\n'
+                          f'[[pbx]]\nname = "lab"\nport = {ami.port}\n'
+                          f'[[managers]]\nextension = "101"\ndevices = ["Local/101@phones"]\n')
+        stop = asyncio.Event()
+        daemon = asyncio.create_task(serve(load_settings(config), stop))
+        try:
+            async def logged_in() -> bool:
+                return bool(ami.logins)
+            await _wait_for(logged_in)
+            answer = await agi_call("127.0.0.1", agi_port, agi["request"].encode())
+            assert answer.variables["ROUTE_DIAL"]  # a route, whatever the clock says
+            for raw in load_recording(RECORDINGS / "answered_owner.ami.jsonl"):
+                ami.push(raw)
+            async with Store(url) as store:
+                async def stored() -> bool:
+                    return await store.count_calls("lab") == 1
+                await _wait_for(stored)
+                [call_id] = await _call_ids(store)
+                record = await store.get_call("lab", call_id)
+        finally:
+            stop.set()
+            await asyncio.wait_for(daemon, 20)
+    assert record.route is not None
+    assert record.route.dial == answer.variables["ROUTE_DIAL"]
+    assert record.route.reason == answer.variables["ROUTE_REASON"]
+    assert record.route.rule and record.route.latency_ms is not None and record.route.latency_ms > 0
+    assert record.client_id == "c-1001"
+    assert (record.outcome, record.answered_by, record.complete) == ("answered", "101", True)

@@ -1,0 +1,50 @@
+"""Joins the router's decisions to the call records the tracker finishes.
+
+The FastAGI server learns a decision under the call's linkedid (agi_arg_1) and the AGI
+channel's uniqueid; the tracker's CallFinished carries every uniqueid and linkedid the
+call had. Whatever matches gives the record its `route` (rule, reason, dial, latency).
+Bounded: decisions for calls that never finish here (another daemon's PBX) age out.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from callrouter.records import RouteInfo
+from callrouter.tracker import CallFinished
+
+_MAX = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRoute:
+    route: RouteInfo
+    client_id: str | None
+
+
+class RouteLog:
+    def __init__(self, max_entries: int = _MAX):
+        self._by_id: OrderedDict[str, LoggedRoute] = OrderedDict()
+        self._max = max_entries
+
+    def add(self, answered) -> None:
+        """FastAGI `on_decision` hook (callrouter.agi.server.Answered)."""
+        d = answered.decision
+        entry = LoggedRoute(RouteInfo(rule=d.rule or None, reason=d.reason or None, dial=d.dial or None,
+                                      latency_ms=round(answered.latency_ms, 3)), d.client_id)
+        for key in (answered.linkedid, answered.uniqueid):
+            if key:
+                self._by_id[key] = entry
+                self._by_id.move_to_end(key)
+        while len(self._by_id) > self._max:
+            self._by_id.popitem(last=False)
+
+    def enrich(self, fact: CallFinished) -> CallFinished:
+        entry = next((self._by_id.pop(i) for i in sorted(fact.ids) if i in self._by_id), None)
+        if entry is None:
+            return fact
+        for i in fact.ids:
+            self._by_id.pop(i, None)
+        r = fact.record
+        record = r.model_copy(update={"route": entry.route, "client_id": r.client_id or entry.client_id})
+        return CallFinished(record, fact.ids)

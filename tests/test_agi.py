@@ -401,3 +401,40 @@ def test_quote_never_lets_a_value_end_the_command():
     assert quote('a"b\\c\nSET VARIABLE X 1') == '"a\\"b\\\\cSET VARIABLE X 1"'
     assert parse_set_variable("SET VARIABLE CLIENT_NAME " + quote('Ivan "the" \\ one') + "\n") == (
         "CLIENT_NAME", 'Ivan "the" \\ one')
+
+
+class BatchRecordingStore(Store):
+    """The real store plus the batch methods the recorder uses when a store has them
+    (done here row by row through the store's own methods; the batch sizes are noted)."""
+
+    batches: list
+
+    async def save_route_decisions(self, rows):
+        self.batches.append(("decisions", len(rows)))
+        for row in rows:
+            await self.save_route_decision(row)
+
+    async def save_leads(self, leads):
+        self.batches.append(("leads", len(leads)))
+        for lead in leads:
+            await self.save_lead(*lead)
+
+
+async def test_decisions_are_stored_in_batches_when_the_store_can(store, store_url):
+    async with BatchRecordingStore(store_url) as batching:
+        batching.batches = []
+        await batching.upsert_clients(ivan("101"))
+        recorder = DecisionRecorder(batching, linger=0.05)
+        recorder.start()
+        router = Router(RuleSet(SHIPPED_RULES), PhoneDirectory.from_clients(ivan("101")), Presence())
+        async with serving(router, recorder=recorder) as srv:
+            calls = [route_request("+79161234567", linkedid=f"7.{i}") for i in range(10)]
+            calls += [route_request(f"+7495000000{i}", linkedid=f"8.{i}") for i in range(5)]
+            await asyncio.gather(*(agi_call(HOST, srv.port, c) for c in calls))
+        await recorder.close()
+        assert recorder.stats["decisions"] == 15 and recorder.stats["leads"] == 5
+        assert sum(n for kind, n in batching.batches if kind == "decisions") == 15
+        assert any(n > 1 for kind, n in batching.batches if kind == "decisions")
+    rows = await _rows(store, RouteDecision)
+    assert sorted(r.linkedid for r in rows) == sorted([f"7.{i}" for i in range(10)] + [f"8.{i}" for i in range(5)])
+    assert len(await _rows(store, Lead)) == 5

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_LINES = 200
 
-_KEY = re.compile(r"agi_[a-z0-9_]{1,40}")
+_LINE = re.compile(r"^(agi_[a-z0-9_]{1,40}): ?(.*)$", re.M)
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _UNSAFE_VALUE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -96,11 +96,15 @@ def header_end(buf: bytes | bytearray, start: int = 0) -> tuple[int, int] | None
 def parse_block(block: bytes | bytearray) -> AgiRequest:
     """The header block (without its blank line) -> AgiRequest, or BadRequest."""
     text = bytes(block).decode("utf-8", "replace")
-    lines = [ln.rstrip("\r") for ln in text.split("\n")]
-    lines = [ln for ln in lines if ln]
-    if len(lines) > MAX_HEADER_LINES:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    n_lines = sum(1 for ln in text.split("\n") if ln)
+    if n_lines > MAX_HEADER_LINES:
         raise BadRequest("oversized", f"more than {MAX_HEADER_LINES} header lines")
-    return parse_header(lines)
+    pairs = _LINE.findall(text)
+    if len(pairs) != n_lines:
+        return parse_header(text.split("\n"))  # finds and reports the line that is not agi_*
+    return _request(dict(pairs))
 
 
 def parse_header(lines: list[str]) -> AgiRequest:
@@ -108,13 +112,17 @@ def parse_header(lines: list[str]) -> AgiRequest:
     block is not an AGI environment."""
     env: dict[str, str] = {}
     for line in lines:
+        line = line.rstrip("\r")
         if not line:
             continue
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if not sep or not _KEY.fullmatch(key):
+        m = _LINE.fullmatch(line)
+        if m is None:
             raise BadRequest("unparseable", f"not an agi_* header line: {line[:60]!r}")
-        env[key] = value[1:] if value.startswith(" ") else value
+        env[m.group(1)] = m.group(2)
+    return _request(env)
+
+
+def _request(env: dict[str, str]) -> AgiRequest:
     if "agi_network_script" not in env and "agi_request" not in env:
         raise BadRequest("unparseable", "no agi_network_script or agi_request")
     return AgiRequest(env)
@@ -123,6 +131,8 @@ def parse_header(lines: list[str]) -> AgiRequest:
 def quote(value: str) -> str:
     """An AGI argument in double quotes: no control characters (a newline would end the
     command and start another), backslash and quote escaped."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'  # the usual case: nothing to remove or escape
     value = _UNSAFE_VALUE.sub("", value)
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -152,6 +162,11 @@ class ReplyParser:
         self._hangup = False
         self._multi: int | None = None
         self._first = ""
+
+    @property
+    def idle(self) -> bool:
+        """No HANGUP seen and not inside a multi-line reply."""
+        return not self._hangup and self._multi is None
 
     def feed(self, line: str) -> Reply | None:
         line = line.rstrip("\r\n")

@@ -450,7 +450,7 @@ class DecisionRecorder:
     call_id)])` (one transaction per batch), else row by row."""
 
     def __init__(self, store: DecisionStore, *, maxsize: int = 10_000, retries: int = 2,
-                 retry_delay: float = 0.5, batch: int = 100, linger: float = 0.02):
+                 retry_delay: float = 0.5, batch: int = 500, linger: float = 0.02):
         self._store = store
         # with a batch API, wait this long after the first decision so that one
         # transaction carries many (a row-by-row store gains nothing from waiting)
@@ -485,8 +485,8 @@ class DecisionRecorder:
         q = self._queue
         while True:
             items = [await q.get()]
-            if self._linger > 0:
-                await asyncio.sleep(self._linger)
+            if self._linger > 0 and q.qsize() < self._batch - 1:
+                await asyncio.sleep(self._linger)  # a backlog is written at once, without waiting
             while len(items) < self._batch and not q.empty():
                 items.append(q.get_nowait())
             try:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 
 from callrouter.config import ManagerConfig
 from callrouter.records import CallRecord
@@ -247,3 +247,20 @@ async def test_route_decision_is_saved(store: Store) -> None:
         row = (await conn.execute(select(t).where(t.c.pbx == "main", t.c.linkedid == "1795370004.5"))).one()
     saved = RouteDecisionRow.model_validate({k: v for k, v in row._mapping.items() if k != "id"})
     assert saved == decision
+
+
+async def test_batches_of_leads_and_decisions(store: Store) -> None:
+    new = await store.save_leads([("main", "+79165550001", "89165550001", "1.1"),
+                                  ("main", "+79165550002", None, "1.2"),
+                                  ("main", "+79165550001", "dup", "1.3")])
+    assert new == 2
+    assert await store.save_leads([("main", "+79165550002", None, "1.4")]) == 0
+    rows = [RouteDecisionRow(pbx="main", linkedid=f"1.{i}", decided_at=datetime.now(UTC),
+                             caller_raw=None, caller_number=None, client_id=None, rule="unknown-caller",
+                             reason="unknown-caller", dial="Local/leads@queues", timeout=20, fallback="",
+                             latency_ms=0.3, trace=[]) for i in range(3)]
+    await store.save_route_decisions(rows)
+    t = RouteDecision.__table__
+    async with store.engine.connect() as conn:
+        n = (await conn.execute(select(func.count()).select_from(t))).scalar_one()
+    assert n == 3

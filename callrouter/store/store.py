@@ -110,3 +110,11 @@ class Store:
     async def save_lead(self, pbx: str, phone: str, raw: str | None, call_id: str | None) -> bool:
         async with self.engine.begin() as conn:
             return await routing.save_lead(conn, pbx, phone, raw, call_id)
+
+    async def save_route_decisions(self, rows: Sequence[RouteDecisionRow]) -> None:
+        async with self.engine.begin() as conn:
+            await routing.save_route_decisions(conn, rows)
+
+    async def save_leads(self, leads: Sequence[tuple[str, str, str | None, str | None]]) -> int:
+        async with self.engine.begin() as conn:
+            return await routing.save_leads(conn, leads)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -108,7 +109,7 @@ class RoutingService:
     async def close(self) -> None:
         if self._sighup:
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_signal_handler(__import__("signal").SIGHUP)
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await self.server.close()
         for t in self._tasks:
             t.cancel()

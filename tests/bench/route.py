@@ -1,17 +1,22 @@
 """Routing benchmark (run by hand; pytest does not collect it):
 
-    .venv/bin/python tests/bench/route.py [--clients 1000000] [--seconds 5] [--concurrency 1,20]
+    .venv/bin/python tests/bench/route.py [--clients 1000000] [--seconds 4] [--rounds 3] [--concurrency 1,20]
 
 1. A SQLite store with N clients (one phone each, 1 % of phones shared by two clients),
    made once through the store's own bulk import and reused (`--db`, `--fresh`).
 2. The phone directory built from it: build time, memory, lookup latency in-process.
-3. Over loopback, a load generator speaking FastAGI as Asterisk does (the recorded header
-   block, `200 result=1` after every command) against, in turn:
+3. Over loopback, a load generator speaking FastAGI as Asterisk does (a header block like
+   the recorded ones, `200 result=1` after every command) against, each in its own process:
+   - `bare`: a FastAGI server that only answers three SET VARIABLE lines;
    - `router`: the real FastAGI server (directory, shipped rules, presence, decision log
-     written to the same SQLite file off the answer path), 6 SET VARIABLE per call;
-   - `bare`: a FastAGI server that only answers three SET VARIABLE lines.
-   Each server runs in its own process (the load generator in this one), at each
-   concurrency; p50/p99 latency (connect to close, as Asterisk waits) and requests/s.
+     written to the same SQLite file off the answer path), six SET VARIABLE per call,
+     with the store as it is (one transaction per decision);
+   - `router-batch`: the same with the batch methods proposed for the store
+     (`save_route_decisions`, `save_leads`; prototype below);
+   - `router-nolog`: the same without the decision log (what routing itself costs).
+   Runs are interleaved between the servers (`--rounds`); calls/s is the median run, with
+   the time a decision log still needs after a run counted; p50/p99 are over all calls
+   (connect to close, as Asterisk waits); server CPU per call comes from getrusage.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from callrouter.records import CallRecord
 from callrouter.store import Client, RouteDecisionRow, SchemaNotCurrent, Store, upgrade
 from callrouter.store.engine import make_engine
 from callrouter.store.migrate import current, head
-from callrouter.store.schema import Call, CallLeg, ManagerDevice, RouteDecision, metadata
+from callrouter.store.schema import Call, CallLeg, Lead, ManagerDevice, RouteDecision, metadata
 
 # The DESIGN.md example, as the tracker would emit it (note the +03:00 offsets).
 ANSWERED_JSON = """{
@@ -250,11 +250,15 @@ async def test_route_decision_is_saved(store: Store) -> None:
 
 
 async def test_batches_of_leads_and_decisions(store: Store) -> None:
-    new = await store.save_leads([("main", "+79165550001", "89165550001", "1.1"),
-                                  ("main", "+79165550002", None, "1.2"),
-                                  ("main", "+79165550001", "dup", "1.3")])
-    assert new == 2
-    assert await store.save_leads([("main", "+79165550002", None, "1.4")]) == 0
+    await store.save_leads([("main", "+79165550001", "89165550001", "1.1"),
+                            ("main", "+79165550002", None, "1.2"),
+                            ("main", "+79165550001", "dup", "1.3")])
+    await store.save_leads([("main", "+79165550002", None, "1.4")])
+    leads = Lead.__table__
+    async with store.engine.connect() as conn:
+        got = (await conn.execute(select(leads.c.phone, leads.c.raw, leads.c.call_id)
+                                  .order_by(leads.c.phone))).all()
+    assert [tuple(r) for r in got] == [("+79165550001", "89165550001", "1.1"), ("+79165550002", None, "1.2")]
     rows = [RouteDecisionRow(pbx="main", linkedid=f"1.{i}", decided_at=datetime.now(UTC),
                              caller_raw=None, caller_number=None, client_id=None, rule="unknown-caller",
                              reason="unknown-caller", dial="Local/leads@queues", timeout=20, fallback="",
@@ -264,3 +268,19 @@ async def test_batches_of_leads_and_decisions(store: Store) -> None:
     async with store.engine.connect() as conn:
         n = (await conn.execute(select(func.count()).select_from(t))).scalar_one()
     assert n == 3
+
+
+async def test_batched_decisions_read_back_equal(store: Store) -> None:
+    """The SQLite fast path stores exactly what the typed path would."""
+    rows = [RouteDecisionRow(pbx="main", linkedid=f"2.{i}",
+                             decided_at=datetime.fromisoformat(f"2026-11-22T20:51:4{i}.125+03:00"),
+                             caller_raw="89161234567", caller_number="+79161234567", client_id="c-1",
+                             rule="owner", reason="owner", dial="PJSIP/101", timeout=15, fallback=None,
+                             latency_ms=0.25, trace={"steps": ["owner: present"], "lead": False})
+            for i in range(2)]
+    await store.save_route_decisions(rows)
+    t = RouteDecision.__table__
+    async with store.engine.connect() as conn:
+        got = (await conn.execute(select(t).where(t.c.linkedid.like("2.%")).order_by(t.c.linkedid))).all()
+    assert [RouteDecisionRow.model_validate({k: v for k, v in r._mapping.items() if k != "id"})
+            for r in got] == rows

@@ -1,13 +1,15 @@
 """What the router decided (audit trail per call) and the leads it created."""
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, JsonValue
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ._upsert import insert_for
+from ._upsert import BulkUpsert, insert_for
 from .schema import Lead, RouteDecision
 
 _decisions = RouteDecision.__table__
@@ -37,22 +39,40 @@ async def save_route_decision(conn: AsyncConnection, row: RouteDecisionRow) -> N
     # model_dump (python mode) keeps decided_at a datetime for the column type
     await conn.execute(insert(_decisions).values(**row.model_dump()))
 
+_DECISION_COLUMNS = ("pbx", "linkedid", "decided_at", "caller_raw", "caller_number", "client_id", "rule",
+                     "reason", "dial", "timeout", "fallback", "latency_ms", "trace")
+_bulk_decisions = BulkUpsert(_decisions, _DECISION_COLUMNS)
+
+
+def _sqlite_utc(dt: datetime) -> str:
+    # what UtcDateTime stores on SQLite (naive UTC, SQLAlchemy's DATETIME text format)
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 async def save_route_decisions(conn: AsyncConnection, rows: Sequence[RouteDecisionRow]) -> None:
-    """Many decisions in one statement (the FastAGI decision log writes its backlog so)."""
-    if rows:
+    """Many decisions in one statement: the FastAGI decision log writes every call's
+    decision, on the daemon's event loop, so per-row cost matters. On SQLite the rows go
+    to the driver's own executemany as plain tuples (SQLAlchemy's per-row parameter
+    processing cost more than SQLite's work); PostgreSQL keeps the typed path."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
         await conn.execute(insert(_decisions), [row.model_dump() for row in rows])
+        return
+    dumps = json.dumps
+    await _bulk_decisions.run(conn, [
+        (r.pbx, r.linkedid, _sqlite_utc(r.decided_at), r.caller_raw, r.caller_number, r.client_id, r.rule,
+         r.reason, r.dial, r.timeout, r.fallback, r.latency_ms, None if r.trace is None else dumps(r.trace))
+        for r in rows])
 
 
-async def save_leads(conn: AsyncConnection, leads: Sequence[tuple[str, str, str | None, str | None]]) -> int:
+_bulk_leads = BulkUpsert(_leads, ("pbx", "phone", "raw", "call_id"), conflict=("pbx", "phone"))
+
+
+async def save_leads(conn: AsyncConnection, leads: Sequence[tuple[str, str, str | None, str | None]]) -> None:
     """(pbx, phone, raw, call_id) leads in one statement; the first lead per (pbx, phone)
-    wins, as in save_lead. Returns how many were new."""
-    if not leads:
-        return 0
-    ins = insert_for(conn.dialect, _leads)
-    rows = [dict(pbx=p, phone=ph, raw=r, call_id=c) for p, ph, r, c in leads]
-    result = await conn.execute(ins.values(rows).on_conflict_do_nothing(index_elements=["pbx", "phone"])
-                                .returning(_leads.c.id))
-    return len(result.all())
+    wins, as in save_lead."""
+    await _bulk_leads.run(conn, [tuple(lead) for lead in leads])
 
 
 async def save_lead(conn: AsyncConnection, pbx: str, phone: str, raw: str | None,

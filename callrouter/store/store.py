@@ -115,6 +115,6 @@ class Store:
         async with self.engine.begin() as conn:
             await routing.save_route_decisions(conn, rows)
 
-    async def save_leads(self, leads: Sequence[tuple[str, str, str | None, str | None]]) -> int:
+    async def save_leads(self, leads: Sequence[tuple[str, str, str | None, str | None]]) -> None:
         async with self.engine.begin() as conn:
-            return await routing.save_leads(conn, leads)
+            await routing.save_leads(conn, leads)

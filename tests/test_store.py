@@ -245,7 +245,7 @@ async def test_route_decision_is_saved(store: Store) -> None:
     t = RouteDecision.__table__
     async with store.engine.connect() as conn:
         row = (await conn.execute(select(t).where(t.c.pbx == "main", t.c.linkedid == "1795370004.5"))).one()
-    saved = RouteDecisionRow.model_validate({k: v for k, v in row._mapping.items() if k != "id"})
+    saved = RouteDecisionRow.from_mapping(row._mapping)
     assert saved == decision
 
 
@@ -282,5 +282,5 @@ async def test_batched_decisions_read_back_equal(store: Store) -> None:
     t = RouteDecision.__table__
     async with store.engine.connect() as conn:
         got = (await conn.execute(select(t).where(t.c.linkedid.like("2.%")).order_by(t.c.linkedid))).all()
-    assert [RouteDecisionRow.model_validate({k: v for k, v in r._mapping.items() if k != "id"})
+    assert [RouteDecisionRow.from_mapping(r._mapping)
             for r in got] == rows

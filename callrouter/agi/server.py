@@ -455,7 +455,7 @@ class DecisionRecorder:
         # with a batch API, wait this long after the first decision so that one
         # transaction carries many (a row-by-row store gains nothing from waiting)
         self._linger = linger if hasattr(store, "save_route_decisions") else 0.0
-        self._queue: asyncio.Queue[Answered] = asyncio.Queue(maxsize)
+        self._queue: asyncio.Queue[tuple[Any, tuple | None]] = asyncio.Queue(maxsize)
         self._retries = retries
         self._retry_delay = retry_delay
         self._batch = batch
@@ -463,14 +463,28 @@ class DecisionRecorder:
         self.stats: Counter[str] = Counter()
 
     def submit(self, item: Answered) -> bool:
+        # the row is built here, a call at a time: built in one go at write time, a batch of
+        # hundreds would stall the event loop (and every call waiting on it) for milliseconds
         try:
-            self._queue.put_nowait(item)
+            entry = (self.row(item), self.lead(item))
+        except Exception:  # noqa: BLE001 - one odd decision must not stop the log
+            self.stats["decision-failed"] += 1
+            log.exception("route decision for %s cannot be stored", item.linkedid)
+            return False
+        try:
+            self._queue.put_nowait(entry)
             return True
         except asyncio.QueueFull:
             self.stats["dropped"] += 1
             _throttled("recorder-full", logging.ERROR, "route decision log is full (%d queued): decision for "
                        "%s not stored", self._queue.qsize(), item.linkedid)
             return False
+
+    @staticmethod
+    def lead(item: Answered) -> tuple[str, str, str | None, str | None] | None:
+        if item.decision.lead and item.decision.caller:
+            return (item.pbx, item.decision.caller, item.caller_raw, item.linkedid or None)
+        return None
 
     def start(self) -> asyncio.Task:
         if self._task is None:
@@ -518,9 +532,7 @@ class DecisionRecorder:
         from callrouter.store import RouteDecisionRow
 
         d = item.decision
-        # built from typed values only (no user input unvalidated): skip pydantic's validation,
-        # which costs more than storing the row
-        return RouteDecisionRow.model_construct(
+        return RouteDecisionRow(
             pbx=item.pbx, linkedid=item.linkedid or item.uniqueid or "unknown", decided_at=item.decided_at,
             caller_raw=item.caller_raw, caller_number=d.caller, client_id=d.client_id, rule=d.rule or None,
             reason=d.reason, dial=d.dial, timeout=d.timeout, fallback=d.fallback or None,
@@ -531,22 +543,15 @@ class DecisionRecorder:
                    "rules_version": item.routed.rules_version if item.routed else None,
                    "lookup": item.routed.lookup.source if item.routed else None})
 
-    async def _save(self, items: list[Answered]) -> None:
-        rows = []
-        for item in items:
-            try:
-                rows.append(self.row(item))
-            except Exception:  # noqa: BLE001 - one odd decision must not stop the log
-                self.stats["decision-failed"] += 1
-                log.exception("route decision for %s cannot be stored", item.linkedid)
+    async def _save(self, items: list[tuple[Any, tuple | None]]) -> None:
+        rows = [row for row, _ in items]
         save_many = getattr(self._store, "save_route_decisions", None)
         if save_many is not None and len(rows) > 1:
-            await self._attempt("decision", lambda: save_many(rows), items[0].linkedid, len(rows))
+            await self._attempt("decision", lambda: save_many(rows), rows[0].linkedid, len(rows))
         else:
             for row in rows:
                 await self._attempt("decision", lambda row=row: self._store.save_route_decision(row), row.linkedid)
-        leads = [(item.pbx, item.decision.caller, item.caller_raw, item.linkedid or None)
-                 for item in items if item.decision.lead and item.decision.caller]
+        leads = [lead for _, lead in items if lead is not None]
         save_leads = getattr(self._store, "save_leads", None)
         if save_leads is not None and len(leads) > 1:
             await self._attempt("lead", lambda: save_leads(leads), leads[0][3] or "", len(leads))

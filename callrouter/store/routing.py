@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, JsonValue
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,16 +14,21 @@ from ._upsert import BulkUpsert, insert_for
 from .schema import Lead, RouteDecision
 
 _decisions = RouteDecision.__table__
+_DECISION_COLUMNS = ("pbx", "linkedid", "decided_at", "caller_raw", "caller_number", "client_id", "rule",
+                     "reason", "dial", "timeout", "fallback", "latency_ms", "trace")
 _leads = Lead.__table__
 
-class RouteDecisionRow(BaseModel):
-    """One FastAGI routing answer, with the trace of the rules that produced it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, slots=True)
+class RouteDecisionRow:
+    """One FastAGI routing answer, with the trace of the rules that produced it.
+
+    A frozen dataclass, not a pydantic model: one is built for every routed call on the
+    daemon's event loop, and only from values the router already typed."""
 
     pbx: str
     linkedid: str
-    decided_at: AwareDatetime
+    decided_at: datetime  # timezone-aware
     caller_raw: str | None = None
     caller_number: str | None = None  # E.164
     client_id: str | None = None
@@ -33,14 +39,23 @@ class RouteDecisionRow(BaseModel):
     fallback: str | None = None
     latency_ms: float | None = None
     # free-form by design (stored as JSON): the rules engine owns its trace format
-    trace: JsonValue = None
+    trace: Any = None
+
+    def __post_init__(self) -> None:
+        if self.decided_at.tzinfo is None:
+            raise ValueError("decided_at must be timezone-aware")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _DECISION_COLUMNS}
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> RouteDecisionRow:
+        return cls(**{f: m[f] for f in _DECISION_COLUMNS})
+
 
 async def save_route_decision(conn: AsyncConnection, row: RouteDecisionRow) -> None:
-    # model_dump (python mode) keeps decided_at a datetime for the column type
-    await conn.execute(insert(_decisions).values(**row.model_dump()))
+    await conn.execute(insert(_decisions).values(**row.as_dict()))
 
-_DECISION_COLUMNS = ("pbx", "linkedid", "decided_at", "caller_raw", "caller_number", "client_id", "rule",
-                     "reason", "dial", "timeout", "fallback", "latency_ms", "trace")
 _bulk_decisions = BulkUpsert(_decisions, _DECISION_COLUMNS)
 
 
@@ -57,7 +72,7 @@ async def save_route_decisions(conn: AsyncConnection, rows: Sequence[RouteDecisi
     if not rows:
         return
     if conn.dialect.name != "sqlite":
-        await conn.execute(insert(_decisions), [row.model_dump() for row in rows])
+        await conn.execute(insert(_decisions), [row.as_dict() for row in rows])
         return
     dumps = json.dumps
     await _bulk_decisions.run(conn, [

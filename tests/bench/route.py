@@ -17,6 +17,9 @@
    Runs are interleaved between the servers (`--rounds`); calls/s is the median run, with
    the time a decision log still needs after a run counted; p50/p99 are over all calls
    (connect to close, as Asterisk waits); server CPU per call comes from getrusage.
+
+Experiment knobs (environment): CR_BENCH_LINGER (decision-log batching window, s; default
+0.02) and CR_BENCH_SWITCH (the server process's GIL switch interval, s; default Python's).
 """
 from __future__ import annotations
 
@@ -241,6 +244,8 @@ def child_main(mode: str, db: str, log_decisions: bool, batch: bool) -> None:
             print(f"CPUNOW {ru.ru_utime + ru.ru_stime} {pending}", flush=True)
 
         loop.add_signal_handler(signal.SIGUSR1, cpu_now)
+        if os.environ.get("CR_BENCH_SWITCH"):  # experiment: GIL switch interval for the server process
+            sys.setswitchinterval(float(os.environ["CR_BENCH_SWITCH"]))
         task = asyncio.create_task(serve_bare(port_out) if mode == "bare" else serve_router(Path(db), port_out, log_decisions, batch))
         await stop.wait()
         rec = _STATE.get("recorder")

@@ -525,3 +525,40 @@ def test_without_timestamps_an_earlier_cancelled_dial_is_not_answered_elsewhere(
     p.hangup(trunk)
     [r] = replay([parse_event(f, None) for f in p.frames])
     assert [(leg.agent, leg.result) for leg in r.legs] == [("101", "cancelled"), ("102", "answered")]
+
+
+def test_parked_call_retrieved_by_a_colleague():
+    """res_parking: 101 blind-transfers the caller to the parking extension (the caller waits
+    alone in the lot's holding bridge) and hangs up; 102 dials the slot on a call of its own
+    (own linkedid) and ParkedCall() bridges it with the caller. One call: 101 answered it,
+    102 held it at the end."""
+    p = Pbx()
+    trunk = p.channel("PJSIP/provider", exten="5550100", context="from-pstn", caller="+79161234567")
+    first = p.channel("PJSIP/101", linked_to=trunk)
+    p.dial_begin(trunk, first)
+    p.tick(2)
+    p.answer(first)
+    p.dial_end(trunk, first, "ANSWER")
+    p.answer(trunk)
+    p.bridge("b1", first, trunk)
+    p.tick(10)
+    p.blind_transfer(first, trunk, "700", "b1")
+    p.unbridge("b1", first, trunk)
+    p.hangup(first)
+    p.bridge("parking-lot-default", trunk)
+    p.tick(30)
+    retriever = p.channel("PJSIP/102", exten="701", context="from-internal", caller="102")
+    p.answer(retriever)
+    p.unbridge("parking-lot-default", trunk)
+    p.bridge("b3", retriever, trunk)
+    p.tick(20)
+    p.hangup_request(trunk)  # the client hangs up
+    p.unbridge("b3", trunk, retriever)
+    p.hangup(trunk)
+    p.hangup_request(retriever, soft=True)
+    p.hangup(retriever)
+    [r] = replay([parse_event(f, None) for f in p.frames])
+    assert (r.outcome, r.answered_by, r.final_agent, r.hangup_by) == ("answered", "101", "102", "caller")
+    assert [(leg.agent, leg.result) for leg in r.legs] == [("101", "answered"), ("102", "answered")]
+    assert [(t.kind, t.from_, t.to) for t in r.transfers] == [("blind", "101", "700")]
+    assert r.complete and r.call_id == trunk.uniqueid

@@ -329,6 +329,8 @@ class Tracker:
         members.add(ch.uniqueid)
         live = [self._channels[u] for u in members if u in self._channels]
         call = self._link(*live)
+        for m in live:
+            self._adopt_agent_channel(call, m, live, e.time)
         # who holds the call now: an agent-side channel bridged with something not on its own
         # leg; while a transfer briefly bridges two agents, the one entering (else the one
         # answered last) is the new holder
@@ -345,6 +347,27 @@ class Tracker:
                 best = max(best, rank) if best else rank
         if best is not None:
             call.holder, call.holder_seq = best[2], self._seq
+
+    def _adopt_agent_channel(self, call: CallState, ch: ChannelState, live: list[ChannelState],
+                             t: float | None) -> None:
+        """An agent's own phone channel that joins the caller without being dialed by this call
+        (it retrieved a parked call, was bridged by Bridge()/an AMI Bridge action) answered it:
+        give it a leg, as a pickup does."""
+        root = self._channels[call.key]
+        if ch.uniqueid in (root.uniqueid, root.local_peer) or ch.name.startswith("Local/") or ch.dials:
+            return  # the caller's side, plumbing, or an agent who placed a call (a consultation)
+        if self._agent_leg_side(ch.uniqueid) is not None or self.devices.agent_of(ch.name) is None:
+            return
+        if not any(o.uniqueid in (root.uniqueid, root.local_peer) for o in live):
+            return  # only a channel meeting the caller's side answers the caller
+        leg = LegState(dest=ch.uniqueid, dialer=ch.uniqueid, device=DeviceMap.device_of(ch.name),
+                       began_seq=self._seq, began_at=t, status="ANSWER", ended_at=t, answered_at=t,
+                       answered_seq=self._seq, ended_seq=self._seq)
+        call.legs.append(leg)
+        agent = self.devices.agent_of(ch.name)
+        call.ringing_agents.add(agent)
+        self._out.append(AgentAnswered(self.pbx, call.key, agent, leg.device, self._party(call),
+                                       call.route_vars.get("CLIENT_ID") or None, _dt(t)))
 
     def _on_bridge_leave(self, e: ev.BridgeLeave) -> None:
         members = self._bridges.get(e.bridge_id)

@@ -41,7 +41,6 @@ class ChannelState:
     local_peer: str | None = None  # the other half of a Local channel
     queue: str | None = None       # queue this channel waited in as a caller
     dials: bool = False            # it dialed somewhere itself (so it is not an endpoint)
-    originated: bool = False       # destination of an originate pseudo-dial
     queue_left_seq: int | None = None  # QueueCallerLeave: it stopped waiting in the queue
 
 
@@ -58,7 +57,6 @@ class LegState:
     answered_at: float | None = None
     answered_seq: int | None = None
     dial_exten: str = ""           # dialer's exten when it dialed (the number on outbound)
-    picked_up_by: str | None = None
     ended_seq: int | None = None   # stream position of the definitive end (DialEnd, ring timeout, pickup)
 
 

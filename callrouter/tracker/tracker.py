@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from callrouter.ami import events as ev
 from callrouter.config import DeviceMap
+from callrouter.phone import normalize
 from callrouter.records import CallRecord, Party, Transfer
 
 from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact
@@ -39,7 +40,6 @@ class Tracker:
         self.region = region
         self._seq = 0
         self._channels: dict[str, ChannelState] = {}
-        self._by_name: dict[str, str] = {}
         self._call_of: dict[str, CallState] = {}          # channel uniqueid -> call
         self._by_linkedid: dict[str, CallState] = {}
         self._bridges: dict[str, set[str]] = {}
@@ -96,7 +96,6 @@ class Tracker:
                               first_linkedid=snap.linkedid, seq=self._seq,
                               created_at=t, seen_created=created, exten=snap.exten, context=snap.context)
             self._channels[ch.uniqueid] = ch
-            self._by_name[ch.name] = ch.uniqueid
             call = self._by_linkedid.get(snap.linkedid)
             if call is None:
                 call = CallState(key=ch.uniqueid)
@@ -193,7 +192,6 @@ class Tracker:
     def _party(self, call: CallState) -> Party:
         root = self._channels[call.key]
         raw = root.caller_num or None
-        from callrouter.phone import normalize
         return Party(number=normalize(raw, self.region), raw=raw, name=root.caller_name or None)
 
     # ------------------------------------------------------------------ finishing
@@ -205,9 +203,7 @@ class Tracker:
     def _finish(self, call: CallState) -> None:
         record = build_record(call, self._channels, self.devices, self.pbx, self.region)
         for uid in call.channels:
-            ch = self._channels.pop(uid, None)
-            if ch is not None and self._by_name.get(ch.name) == uid:
-                del self._by_name[ch.name]
+            self._channels.pop(uid, None)
             self._call_of.pop(uid, None)
             self._finished[uid] = None
         for lid in call.linkedids:
@@ -276,8 +272,7 @@ class Tracker:
         if dest is None:
             return
         if e.caller is None:
-            dest.originated = True  # originate pseudo-dial: the 'caller' is the PBX itself
-            return
+            return  # originate pseudo-dial: the 'caller' is the PBX itself, not a leg
         dialer = self._channel(e.caller, e.time)
         if dialer is None:
             return
@@ -440,7 +435,6 @@ class Tracker:
         call = self._link(target, picker)
         ringing = self._agent_leg_side(target.uniqueid)
         if ringing is not None:
-            ringing.picked_up_by = self.devices.agent_of(picker.name)
             if ringing.status is None:
                 ringing.status = "PICKUP"
                 ringing.ended_at, ringing.ended_seq = e.time, self._seq
@@ -458,11 +452,9 @@ class Tracker:
     def _on_rename(self, e: ev.Rename) -> None:
         ch = self._channels.get(e.uniqueid)
         if ch is not None:
-            self._by_name.pop(ch.name, None)
             # a masquerade (pickup, some transfers) renames the replaced identity '<name><ZOMBIE>' just
             # before hanging it up: it is still the same device for legs and screen-pops
             ch.name = e.new_name.removesuffix("<ZOMBIE>").removesuffix("<MASQ>")
-            self._by_name[ch.name] = ch.uniqueid
 
     def _on_gap(self, e: ev.StreamGap) -> None:
         for call in self._live_calls():

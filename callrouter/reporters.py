@@ -24,6 +24,32 @@ class Reporter(Protocol):
     async def call_finished(self, record: CallRecord) -> None: ...
 
 
+class NullReporter:
+    """Ignores every fact; a reporter overrides the ones it cares about."""
+
+    async def agent_ringing(self, fact: AgentRinging) -> None:
+        pass
+
+    async def agent_answered(self, fact: AgentAnswered) -> None:
+        pass
+
+    async def agent_ended(self, fact: AgentEnded) -> None:
+        pass
+
+    async def call_finished(self, record: CallRecord) -> None:
+        pass
+
+
+class RecordCollector(NullReporter):
+    """Keeps every finished record in memory (replay, tests)."""
+
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    async def call_finished(self, record: CallRecord) -> None:
+        self.records.append(record)
+
+
 async def dispatch(fact: Fact, reporters: Sequence[Reporter]) -> None:
     for reporter in reporters:
         try:
@@ -41,7 +67,7 @@ async def dispatch(fact: Fact, reporters: Sequence[Reporter]) -> None:
             log.exception("%s failed on %s", type(reporter).__name__, type(fact).__name__)
 
 
-class StoreWriter:
+class StoreWriter(NullReporter):
     """Writes finished call records to the store in batches, off the event path.
 
     The queue is bounded: when the database is slow, `call_finished` waits, which slows
@@ -57,15 +83,6 @@ class StoreWriter:
         self._retry = (retry_min, retry_max)
         self.saved = 0
         self.failures = 0
-
-    async def agent_ringing(self, fact: AgentRinging) -> None:
-        pass
-
-    async def agent_answered(self, fact: AgentAnswered) -> None:
-        pass
-
-    async def agent_ended(self, fact: AgentEnded) -> None:
-        pass
 
     async def call_finished(self, record: CallRecord) -> None:
         await self._queue.put(record)

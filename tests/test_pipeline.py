@@ -3,24 +3,13 @@ from pathlib import Path
 
 from callrouter.ami.capture import read_events
 from callrouter.pipeline import flush, track
+from callrouter.reporters import RecordCollector
 from callrouter.tracker import Tracker
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
 
 
-class Records:
-    def __init__(self):
-        self.records = []
-
-    async def agent_ringing(self, fact): ...
-    async def agent_answered(self, fact): ...
-    async def agent_ended(self, fact): ...
-
-    async def call_finished(self, record):
-        self.records.append(record)
-
-
-class Broken(Records):
+class Broken(RecordCollector):
     async def agent_ringing(self, fact):
         raise RuntimeError("screen-pop service down")
 
@@ -45,7 +34,7 @@ async def _events(path):
 
 
 async def test_a_failing_reporter_does_not_stop_the_others(caplog):
-    good = Records()
+    good = RecordCollector()
     tracker = Tracker()
     await track(_events(RECORDINGS / "burst.ami.jsonl"), tracker, [Broken(), good])
     await flush(tracker, [Broken(), good], "end")
@@ -54,7 +43,7 @@ async def test_a_failing_reporter_does_not_stop_the_others(caplog):
 
 
 async def test_a_tracker_error_skips_one_event_not_the_stream(caplog):
-    good = Records()
+    good = RecordCollector()
     tracker = TrackerFailingOnce()
     await track(_events(RECORDINGS / "burst.ami.jsonl"), tracker, [good])
     await flush(tracker, [good], "end")

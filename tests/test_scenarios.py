@@ -13,7 +13,7 @@ from callrouter.ami.client import AmiSource
 from callrouter.config import PbxConfig
 from callrouter.pipeline import flush, track
 from callrouter.records import CallRecord
-from callrouter.reporters import StoreWriter
+from callrouter.reporters import RecordCollector, StoreWriter
 from callrouter.store import Store
 from callrouter.tracker import Tracker
 from expectations import differences
@@ -23,22 +23,8 @@ RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
 SCENARIOS = sorted(p.name[: -len(".expect.json")] for p in RECORDINGS.glob("*.expect.json"))
 
 
-class Collect:
-    """Remembers which calls finished, to read them back from the store."""
-
-    def __init__(self) -> None:
-        self.records: list[CallRecord] = []
-
-    async def agent_ringing(self, fact) -> None: ...
-    async def agent_answered(self, fact) -> None: ...
-    async def agent_ended(self, fact) -> None: ...
-
-    async def call_finished(self, record: CallRecord) -> None:
-        self.records.append(record)
-
-
 async def run_through_daemon_path(frames: list[str], store: Store) -> list[CallRecord]:
-    seen = Collect()
+    seen = RecordCollector()  # which calls finished, to read them back from the store
     writer = StoreWriter(store)
     tracker = Tracker("main")
     async with FakeAmi(frames) as ami:

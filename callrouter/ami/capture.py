@@ -42,6 +42,15 @@ def parse_raw_frame(raw: str) -> dict[str, str]:
     return headers
 
 
+def _frame_of(obj: dict) -> Frame:
+    """A raw-frame object ({"t", "raw"}) or an event object (header -> value)."""
+    raw = obj.get("raw")
+    if isinstance(raw, str):
+        t = obj.get("t")
+        return Frame(parse_raw_frame(raw), float(t) if isinstance(t, (int, float)) else None)
+    return Frame({str(k): "" if v is None else str(v) for k, v in obj.items()}, None)
+
+
 def _jsonl_frames(text: str, on_error: Callable[[str], None]) -> Iterator[Frame]:
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -52,11 +61,8 @@ def _jsonl_frames(text: str, on_error: Callable[[str], None]) -> Iterator[Frame]
         except json.JSONDecodeError as e:
             on_error(f"line {n}: not JSON ({e.msg})")
             continue
-        if isinstance(obj, dict) and isinstance(obj.get("raw"), str):
-            t = obj.get("t")
-            yield Frame(parse_raw_frame(obj["raw"]), float(t) if isinstance(t, (int, float)) else None)
-        elif isinstance(obj, dict):
-            yield Frame({str(k): "" if v is None else str(v) for k, v in obj.items()}, None)
+        if isinstance(obj, dict):
+            yield _frame_of(obj)
         else:
             on_error(f"line {n}: not a frame object")
 
@@ -72,12 +78,7 @@ def read_frames(path: str | Path, on_error: Callable[[str], None] | None = None)
             raise CaptureError(f"{path}: a JSON array that does not parse: {e}") from None
         for n, obj in enumerate(items):
             if isinstance(obj, dict):
-                raw = obj.get("raw")
-                if isinstance(raw, str):
-                    t = obj.get("t")
-                    yield Frame(parse_raw_frame(raw), float(t) if isinstance(t, (int, float)) else None)
-                else:
-                    yield Frame({str(k): "" if v is None else str(v) for k, v in obj.items()}, None)
+                yield _frame_of(obj)
             else:
                 on_error(f"item {n}: not an event object")
     elif head == "{" or not head:

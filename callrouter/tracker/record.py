@@ -42,7 +42,8 @@ def leg_result_of_status(status: str | None, answered: bool = False) -> str | No
     return "no-answer"
 
 
-def _dt(t: float | None) -> datetime | None:
+def wall_clock(t: float | None) -> datetime | None:
+    # relative capture times (seconds since the capture began) are not wall-clock times
     return datetime.fromtimestamp(t, tz=timezone.utc) if t is not None and t > 1e9 else None
 
 
@@ -240,7 +241,7 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
         pbx=pbx, call_id=root.first_linkedid,
         direction=direction, caller=caller, callee=callee,
         client_id=rv.get("CLIENT_ID") or None, route=route,
-        started_at=_dt(started), answered_at=_dt(answered_at), ended_at=_dt(ended),
+        started_at=wall_clock(started), answered_at=wall_clock(answered_at), ended_at=wall_clock(ended),
         ring_seconds=_secs(started, answered_at) if first is not None else _secs(started, ended),
         talk_seconds=_secs(answered_at, ended) if first is not None else (0.0 if ended is not None else None),
         duration_seconds=_secs(started, ended),

@@ -12,7 +12,6 @@ any of those links merges the two calls into the older one.
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime, timezone
 
 from callrouter.ami import events as ev
 from callrouter.config import DeviceMap
@@ -20,17 +19,12 @@ from callrouter.phone import normalize
 from callrouter.records import CallRecord, Party, Transfer
 
 from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact
-from .record import build_record, leg_result_of_status
+from .record import build_record, leg_result_of_status, wall_clock as _dt
 from .state import CallState, ChannelState, LegState, Signal
 
 _ROUTE_VARS = {"ROUTE_DIAL", "ROUTE_TIMEOUT", "ROUTE_FALLBACK", "ROUTE_REASON", "CLIENT_ID",
                "CLIENT_NAME", "ROUTE_RULE", "AGISTATUS"}
 _FORGET_AFTER = 100_000  # uniqueids of finished calls remembered, to drop their trailing events
-
-
-def _dt(t: float | None) -> datetime | None:
-    # relative capture times (seconds since the capture began) are not wall-clock times
-    return datetime.fromtimestamp(t, tz=timezone.utc) if t is not None and t > 1e9 else None
 
 
 class Tracker:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -60,6 +60,9 @@ class AgiConfig(_Strict):
     deadline_ms: float = Field(default=300.0, gt=0)
     default_dial: str = "Local/support@queues"
     default_timeout: int = Field(default=20, ge=1)
+    # "array": every variable in one `SET VARIABLE ARRAY(...)` command, one round trip
+    # (needs func_strings, loaded on every stock Asterisk); "each": one command per variable
+    set_variables: Literal["array", "each"] = "array"
 
 
 class Settings(BaseSettings):

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from callrouter.agi.probe import agi_call, parse_set_variable, route_request
-from callrouter.agi.protocol import parse_header, quote
+from callrouter.agi.protocol import parse_header, quote, set_variables
 from callrouter.agi.server import DecisionRecorder, FastAgiServer
 from callrouter.agi.service import RoutingService
 from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings
@@ -73,8 +73,8 @@ SCENARIOS = {
 
 
 @asynccontextmanager
-async def serving(router, *, deadline_ms=200.0, **kw):
-    srv = FastAgiServer(router, AgiConfig(deadline_ms=deadline_ms), host=HOST, port=0,
+async def serving(router, *, deadline_ms=200.0, set_variables="array", **kw):
+    srv = FastAgiServer(router, AgiConfig(deadline_ms=deadline_ms, set_variables=set_variables), host=HOST, port=0,
                         clock=kw.pop("clock", lambda: MONDAY_10), **kw)
     await srv.start()
     try:
@@ -110,7 +110,7 @@ async def test_recorded_requests_get_the_recorded_variables(scenario, store, tmp
         assert list(res.variables) == CONTRACT  # every variable, in contract order, each acknowledged
         for cmd, reply in rec["commands"]:
             assert reply.strip() == "200 result=1"
-            name, value = parse_set_variable(cmd)
+            [(name, value)] = parse_set_variable(cmd)
             assert res.variables[name] == value, (scenario, name)
 
     rows = (await _rows(store, RouteDecision))
@@ -194,11 +194,21 @@ async def _eof_within(reader, seconds=5.0) -> bytes:
             data += chunk
 
 
+def _plain_router():
+    directory = PhoneDirectory.from_clients(ivan("101"))  # bad input never reaches a store
+    return Router(RuleSet(SHIPPED_RULES), directory, Presence())
+
+
 @pytest.fixture
 async def plain_server():
-    directory = PhoneDirectory.from_clients(ivan("101"))  # bad input never reaches a store
-    router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
-    async with serving(router, deadline_ms=150, reply_timeout=0.5) as srv:
+    async with serving(_plain_router(), deadline_ms=150, reply_timeout=0.5) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def each_server():
+    """Sets one variable per SET VARIABLE command (agi.set_variables = "each")."""
+    async with serving(_plain_router(), deadline_ms=150, reply_timeout=0.5, set_variables="each") as srv:
         yield srv
 
 
@@ -279,14 +289,15 @@ async def test_a_peer_that_never_replies_is_cut_and_others_are_served(plain_serv
     r, w = await _open(plain_server.port)
     w.write(route_request("+79161234567"))
     first = await r.readline()
-    assert first.startswith(b"SET VARIABLE ROUTE_DIAL")  # answered in time ...
+    assert first.startswith(b"SET VARIABLE ARRAY(ROUTE_DIAL,")  # answered in time ...
     await _good(plain_server.port)
     assert await _eof_within(r) == b""                   # ... then cut after reply_timeout
     w.close()
     assert plain_server.stats["reply-timeout"] == 1
 
 
-async def test_hangup_during_the_answer_stops_it(plain_server):
+async def test_hangup_during_the_answer_stops_it(each_server):
+    plain_server = each_server
     r, w = await _open(plain_server.port)
     w.write(route_request("+79161234567"))
     assert (await r.readline()).startswith(b"SET VARIABLE ROUTE_DIAL")
@@ -298,7 +309,8 @@ async def test_hangup_during_the_answer_stops_it(plain_server):
     assert plain_server.stats["hangup"] == 1
 
 
-async def test_error_replies_do_not_stop_the_answer(plain_server):
+async def test_error_replies_do_not_stop_the_answer(each_server):
+    plain_server = each_server
     r, w = await _open(plain_server.port)
     w.write(route_request("+79161234567"))
     seen = []
@@ -309,8 +321,41 @@ async def test_error_replies_do_not_stop_the_answer(plain_server):
         w.write(reply)
     assert await _eof_within(r) == b""
     w.close()
-    assert [parse_set_variable(x.decode())[0] for x in seen] == CONTRACT
+    assert [parse_set_variable(x.decode())[0][0] for x in seen] == CONTRACT
     assert plain_server.stats["answered"] == 1
+
+
+async def test_all_variables_go_in_one_command_by_default(plain_server):
+    res = await _good(plain_server.port)
+    assert len(res.commands) == 1 and res.commands[0].startswith("SET VARIABLE ARRAY(" + ",".join(CONTRACT) + ") ")
+    assert list(res.variables) == CONTRACT
+    assert res.variables["ROUTE_REASON"] == "owner" and res.variables["CLIENT_NAME"] == "Ivan Petrov"
+
+
+async def test_a_refused_array_command_is_answered_variable_by_variable(plain_server):
+    r, w = await _open(plain_server.port)
+    w.write(route_request("+79161234567"))
+    assert (await r.readline()).startswith(b"SET VARIABLE ARRAY(")
+    w.write(b"510 Invalid or unknown command\n")  # a PBX that will not take it
+    seen = []
+    for _ in CONTRACT:
+        seen.append((await r.readline()).decode())
+        w.write(b"200 result=1\n")
+    assert await _eof_within(r) == b""
+    w.close()
+    got = dict(kv for line in seen for kv in parse_set_variable(line))
+    assert list(got) == CONTRACT and got["ROUTE_DIAL"] == "PJSIP/101"
+    assert plain_server.stats["array-refused"] == 1 and plain_server.stats["answered"] == 1
+
+
+async def test_hangup_in_reply_to_the_array_command_ends_the_answer(plain_server):
+    r, w = await _open(plain_server.port)
+    w.write(route_request("+79161234567"))
+    assert (await r.readline()).startswith(b"SET VARIABLE ARRAY(")
+    w.write(b"HANGUP\n200 result=1\n")
+    assert await _eof_within(r) == b""
+    w.close()
+    assert plain_server.stats["hangup"] == 1
 
 
 # ------------------------------------------------------------------ slow or broken store
@@ -399,8 +444,21 @@ async def test_routing_service_end_to_end(store, store_url):
 
 def test_quote_never_lets_a_value_end_the_command():
     assert quote('a"b\\c\nSET VARIABLE X 1') == '"a\\"b\\\\cSET VARIABLE X 1"'
-    assert parse_set_variable("SET VARIABLE CLIENT_NAME " + quote('Ivan "the" \\ one') + "\n") == (
-        "CLIENT_NAME", 'Ivan "the" \\ one')
+    assert parse_set_variable("SET VARIABLE CLIENT_NAME " + quote('Ivan "the" \\ one') + "\n") == [
+        ("CLIENT_NAME", 'Ivan "the" \\ one')]
+
+
+def test_one_command_sets_every_value_literally_as_asterisk_splits_it():
+    nasty = [("ROUTE_DIAL", "PJSIP/101&Local/x@y,tT"), ("ROUTE_TIMEOUT", "15"), ("ROUTE_FALLBACK", ""),
+             ("CLIENT_ID", 'c-"1",(2)[3]'), ("CLIENT_NAME", "Ивáн \\ Петров, ООО (\"Ромашка\")"),
+             ("ROUTE_REASON", "owner-unavailable→tier:retail\\")]
+    [line] = set_variables(nasty)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert parse_set_variable(line.decode()) == nasty
+    assert parse_set_variable(set_variables([("A", "x\ny"), ("B", "")])[0].decode()) == [("A", "xy"), ("B", "")]
+    long = [("CLIENT_NAME", "x" * 3000), ("ROUTE_DIAL", "PJSIP/1")]  # past Asterisk's command buffer
+    assert [parse_set_variable(c.decode()) for c in set_variables(long)] == [[kv] for kv in long]
+    assert [parse_set_variable(c.decode()) for c in set_variables(nasty, one_command=False)] == [[kv] for kv in nasty]
 
 
 class BatchRecordingStore(Store):

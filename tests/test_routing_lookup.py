@@ -5,7 +5,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from callrouter.routing.cli import route as route_cli

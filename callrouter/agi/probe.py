@@ -1,14 +1,15 @@
 """The Asterisk side of FastAGI, for tests, benchmarks and smoke checks against a running
 router: connect, send an `agi_*` header block, answer every command with
-`200 result=1` (as Asterisk does for SET VARIABLE), collect the variables set."""
+`200 result=1` (as Asterisk does for SET VARIABLE), collect the variables set - read
+the way Asterisk reads them: the command line split as res_agi's parse_args does, and
+`SET VARIABLE ARRAY(A,B) "a,b"` split as the ARRAY() function does (app.c's
+__ast_app_separate_args)."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_SET = re.compile(r'^SET VARIABLE (\S+) "((?:[^"\\]|\\.)*)"\s*$')
 
 
 def header_block(env: Mapping[str, str]) -> bytes:
@@ -44,11 +45,85 @@ class ProbeResult:
         return list(self.variables.items())
 
 
-def parse_set_variable(line: str) -> tuple[str, str] | None:
-    m = _SET.match(line.rstrip("\n"))
-    if not m:
+def agi_args(line: str) -> list[str]:
+    """A command line split into arguments as res_agi's parse_args does: whitespace
+    separates, double quotes group, a backslash makes the next character literal."""
+    args: list[str] = []
+    cur: list[str] | None = None
+    quoted = escaped = False
+    for ch in line.rstrip("\r\n"):
+        if ch == '"' and not escaped:
+            quoted = not quoted
+            if cur is None:
+                cur = []
+        elif ch in " \t" and not quoted and not escaped:
+            if cur is not None:
+                args.append("".join(cur))
+                cur = None
+        elif ch == "\\" and not escaped:
+            escaped = True
+        else:
+            if cur is None:
+                cur = []
+            cur.append(ch)
+            escaped = False
+    if cur is not None:
+        args.append("".join(cur))
+    return args
+
+
+def separate_args(text: str, delim: str = ",") -> list[str]:
+    """Asterisk's splitter for application and function arguments, quote and escape
+    removal on (AST_STANDARD_APP_ARGS): no split inside (), [] or quotes; quotes are
+    dropped; a backslash makes the next character literal."""
+    out: list[str] = []
+    cur: list[str] = []
+    paren = bracket = 0
+    quoted = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "[" and not quoted:
+            bracket += 1
+        elif ch == "]" and bracket and not quoted:
+            bracket -= 1
+        elif ch == "(" and not quoted:
+            paren += 1
+        elif ch == ")" and paren and not quoted:
+            paren -= 1
+        elif ch == '"':
+            quoted = not quoted
+            i += 1
+            continue
+        elif ch == "\\":
+            i += 1
+            if i < len(text):
+                cur.append(text[i])
+            i += 1
+            continue
+        elif ch == delim and not paren and not bracket and not quoted:
+            out.append("".join(cur))
+            cur = []
+            i += 1
+            continue
+        cur.append(ch)
+        i += 1
+    if cur or out or text:
+        out.append("".join(cur))
+    return out
+
+
+def parse_set_variable(line: str) -> list[tuple[str, str]] | None:
+    """The variables a `SET VARIABLE` command line sets, or None for another command."""
+    args = agi_args(line)
+    if len(args) != 4 or [a.upper() for a in args[:2]] != ["SET", "VARIABLE"]:
         return None
-    return m.group(1), re.sub(r"\\(.)", r"\1", m.group(2))
+    name, value = args[2], args[3]
+    if name.upper().startswith("ARRAY(") and name.endswith(")"):
+        names = separate_args(name[6:-1])
+        values = separate_args(value)
+        return [(n, values[k] if k < len(values) else "") for k, n in enumerate(names)]
+    return [(name, value)]
 
 
 async def agi_call(host: str, port: int, request: bytes, *, reply: bytes = b"200 result=1\n",
@@ -66,9 +141,8 @@ async def agi_call(host: str, port: int, request: bytes, *, reply: bytes = b"200
                     break
                 text = line.decode("utf-8", "replace")
                 out.commands.append(text)
-                kv = parse_set_variable(text)
-                if kv is not None:
-                    out.variables[kv[0]] = kv[1]
+                for name, value in parse_set_variable(text) or ():
+                    out.variables[name] = value
                 writer.write(reply)
     finally:
         writer.close()

@@ -14,6 +14,7 @@ socket, so commands must not be pipelined: send one, read its reply, send the ne
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -139,6 +140,35 @@ def quote(value: str) -> str:
 
 def set_variable(name: str, value: str) -> bytes:
     return f"SET VARIABLE {name} {quote(value)}\n".encode()
+
+
+# Asterisk's argument splitter (app.c, __ast_app_separate_args) gives these a meaning in
+# the value of ARRAY(): the delimiter, quotes, the escape, and the nesting it will not
+# split inside. A backslash before any character makes it literal.
+_ARRAY_SPECIAL = re.compile(r'([\\,"()\[\]])')
+# res_agi reads a command line into a buffer of AGI_BUF_LEN (2048) bytes
+MAX_COMMAND_BYTES = 2000
+
+
+def array_value(values: Sequence[str]) -> str:
+    """The value for `ARRAY(v1,v2,...)`: each value escaped for Asterisk's splitter
+    (so a comma, quote or parenthesis in it stays literal), joined by commas. Control
+    characters go (a newline would end the AGI command)."""
+    return ",".join(_ARRAY_SPECIAL.sub(r"\\\1", _UNSAFE_VALUE.sub("", v)) for v in values)
+
+
+def set_variables(pairs: Sequence[tuple[str, str]], *, one_command: bool = True) -> list[bytes]:
+    """The commands that set `pairs` on the channel. With `one_command`, one round trip:
+    `SET VARIABLE ARRAY(N1,N2,...) "v1,v2,..."` - res_agi hands a name ending in `)` to
+    the dialplan function (pbx_builtin_setvar_helper -> ast_func_write) and ARRAY()
+    sets each variable, an empty value included. Otherwise (or when the line would
+    not fit Asterisk's command buffer) one SET VARIABLE per variable."""
+    if one_command and len(pairs) > 1:
+        names = ",".join(n for n, _ in pairs)
+        line = f"SET VARIABLE ARRAY({names}) {quote(array_value([v for _, v in pairs]))}\n".encode()
+        if len(line) <= MAX_COMMAND_BYTES:
+            return [line]
+    return [set_variable(n, v) for n, v in pairs]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """FastAGI server for `agi://callrouter:4573/route` (own asyncio implementation).
 
 Per connection: read the header block (bounded by size and by the deadline), route the
-caller, answer with SET VARIABLE ROUTE_DIAL, ROUTE_TIMEOUT, ROUTE_FALLBACK, CLIENT_ID,
-CLIENT_NAME, ROUTE_REASON (one at a time, reading Asterisk's reply to each), close.
+caller, answer ROUTE_DIAL, ROUTE_TIMEOUT, ROUTE_FALLBACK, CLIENT_ID, CLIENT_NAME,
+ROUTE_REASON - by default in one `SET VARIABLE ARRAY(...)` command, so a call waits for
+one round trip instead of six (`agi.set_variables = "each"`: one SET VARIABLE per
+variable, reading Asterisk's reply to each) - and close.
 Guarantees:
 - an answer starts within `deadline_ms` of the connection: routing that needs the store
   gets the deadline minus a margin; on timeout or any error the configured default route
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from callrouter.agi.protocol import AgiRequest, BadRequest, ReplyParser, header_end, parse_block, set_variable
+from callrouter.agi.protocol import AgiRequest, BadRequest, ReplyParser, header_end, parse_block, set_variable, set_variables
 from callrouter.config import AgiConfig
 from callrouter.routing.engine import RouteDecision, default_decision
 from callrouter.routing.router import Routed, Router
@@ -266,7 +268,7 @@ class _Connection(asyncio.Protocol):
         self.state = _ANSWERING
         self.decision = decision
         self.record = record
-        self.commands = [set_variable(n, v) for n, v in decision.variables()]
+        self.commands = set_variables(decision.variables(), one_command=self.srv.one_command)
         self.t_answer = self.loop.time()
         self.timer = self.loop.call_later(self.srv.reply_timeout, self._reply_deadline)
         self.sent = 1
@@ -297,6 +299,11 @@ class _Connection(asyncio.Protocol):
                     _throttled("reply", logging.WARNING, "FastAGI %s: %s answered %d %s", self._peer(),
                                self.commands[self.sent - 1][:40].decode(errors="replace").strip(), reply.code,
                                reply.text[:80])
+                    if self.sent == 1 and self.commands[0].startswith(b"SET VARIABLE ARRAY("):
+                        # refused as a whole: set the variables one by one instead
+                        self.srv.stats["array-refused"] += 1
+                        self.commands = [set_variable(n, v) for n, v in self.decision.variables()]  # type: ignore[union-attr]
+                        self.sent = 0
             if self.sent >= len(self.commands):
                 self._finish("answered")
                 return
@@ -377,6 +384,7 @@ class FastAgiServer:
         self.deadline = cfg.deadline_ms / 1000.0
         self.default_dial = cfg.default_dial
         self.default_timeout = cfg.default_timeout
+        self.one_command = cfg.set_variables == "array"
         self.recorder = recorder
         self.pbx = pbx
         self.pbx_by_peer = dict(pbx_by_peer or {})

@@ -8,12 +8,12 @@
 3. Over loopback, a load generator speaking FastAGI as Asterisk does (a header block like
    the recorded ones, `200 result=1` after every command) against, each in its own process:
    - `bare`: a FastAGI server that only answers three SET VARIABLE lines;
-   - `router`: the real FastAGI server (directory, shipped rules, presence, decision log
-     written to the same SQLite file off the answer path), six SET VARIABLE per call,
-     with the store as it is (one transaction per decision);
-   - `router-batch`: the same with the batch methods proposed for the store
-     (`save_route_decisions`, `save_leads`; prototype below);
-   - `router-nolog`: the same without the decision log (what routing itself costs).
+   - `router`: the real FastAGI server as shipped (directory, shipped rules, presence,
+     every decision stored in the same SQLite file off the answer path), all six
+     variables in one `SET VARIABLE ARRAY(...)` command;
+   - `router-each`: the same with `agi.set_variables = "each"`: six SET VARIABLE, six
+     round trips per call;
+   - `router-nolog`: `router` without the decision log (what routing itself costs).
    Runs are interleaved between the servers (`--rounds`); calls/s is the median run, with
    the time a decision log still needs after a run counted; p50/p99 are over all calls
    (connect to close, as Asterisk waits); server CPU per call comes from getrusage.
@@ -130,38 +130,7 @@ async def serve_bare(port_out) -> None:
 _STATE: dict = {}
 
 
-def batching_store_class():
-    """The store as it is, plus the batch methods this benchmark proposes for it:
-    `save_route_decisions(rows)` and `save_leads([(pbx, phone, raw, call_id)])`, one
-    transaction and one driver-level executemany per batch (as the store's own client
-    import does on SQLite)."""
-    from datetime import UTC
-
-    from callrouter.store import Store
-
-    cols = ("pbx", "linkedid", "decided_at", "caller_raw", "caller_number", "client_id", "rule", "reason", "dial",
-            "timeout", "fallback", "latency_ms", "trace")
-    insert_decisions = (f"INSERT INTO route_decisions ({', '.join(cols)}) "
-                        f"VALUES ({', '.join('?' for _ in cols)})")
-    insert_leads = ("INSERT INTO leads (pbx, phone, raw, call_id) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (pbx, phone) DO NOTHING")
-
-    class BatchingStore(Store):
-        async def save_route_decisions(self, rows) -> None:
-            values = [(r.pbx, r.linkedid, r.decided_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
-                       r.caller_raw, r.caller_number, r.client_id, r.rule, r.reason, r.dial, r.timeout, r.fallback,
-                       r.latency_ms, json.dumps(r.trace, ensure_ascii=False)) for r in rows]
-            async with self.engine.begin() as conn:
-                await conn.exec_driver_sql(insert_decisions, values)
-
-        async def save_leads(self, leads) -> None:
-            async with self.engine.begin() as conn:
-                await conn.exec_driver_sql(insert_leads, list(leads))
-
-    return BatchingStore
-
-
-async def serve_router(db: Path, port_out, log_decisions: bool = True, batch: bool = False) -> None:
+async def serve_router(db: Path, port_out, log_decisions: bool = True, set_variables: str = "array") -> None:
     from callrouter.agi.server import DecisionRecorder, FastAgiServer
     from callrouter.ami.events import DeviceStateChange
     from callrouter.config import AgiConfig
@@ -178,8 +147,7 @@ async def serve_router(db: Path, port_out, log_decisions: bool = True, batch: bo
     import gc
     rss_start = rss_now_mb()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    store_class = batching_store_class() if batch else Store
-    async with store_class(f"sqlite+aiosqlite:///{db}") as store:
+    async with Store(f"sqlite+aiosqlite:///{db}") as store:
         directory = PhoneDirectory(store)
         t = time.perf_counter()
         stats = await directory.load()
@@ -213,7 +181,8 @@ async def serve_router(db: Path, port_out, log_decisions: bool = True, batch: bo
         _STATE["recorder"] = recorder
         if log_decisions:
             recorder.start()
-        server = FastAgiServer(router, AgiConfig(), recorder=recorder if log_decisions else None, host="127.0.0.1", port=0,
+        server = FastAgiServer(router, AgiConfig(set_variables=set_variables), recorder=recorder if log_decisions else None,
+                               host="127.0.0.1", port=0,
                                clock=lambda: MONDAY_10)
         await server.start()
         port_out({"port": server.port, "clients": stats.clients, "phones": stats.phones,
@@ -227,7 +196,7 @@ async def serve_router(db: Path, port_out, log_decisions: bool = True, batch: bo
             await server.close()
 
 
-def child_main(mode: str, db: str, log_decisions: bool, batch: bool) -> None:
+def child_main(mode: str, db: str, log_decisions: bool, set_variables: str) -> None:
     def port_out(info: dict) -> None:
         print("READY " + json.dumps(info), flush=True)
 
@@ -246,7 +215,7 @@ def child_main(mode: str, db: str, log_decisions: bool, batch: bool) -> None:
         loop.add_signal_handler(signal.SIGUSR1, cpu_now)
         if os.environ.get("CR_BENCH_SWITCH"):  # experiment: GIL switch interval for the server process
             sys.setswitchinterval(float(os.environ["CR_BENCH_SWITCH"]))
-        task = asyncio.create_task(serve_bare(port_out) if mode == "bare" else serve_router(Path(db), port_out, log_decisions, batch))
+        task = asyncio.create_task(serve_bare(port_out) if mode == "bare" else serve_router(Path(db), port_out, log_decisions, set_variables))
         await stop.wait()
         rec = _STATE.get("recorder")
         if rec is not None and rec._task is not None:
@@ -338,10 +307,10 @@ def summarize(runs: list[dict]) -> dict:
             "client_cpu": statistics.fmean(r["client_cpu"] for r in runs)}
 
 
-def start_child(mode: str, db: Path, log_decisions: bool = True, batch: bool = False
+def start_child(mode: str, db: Path, log_decisions: bool = True, set_variables: str = "array"
                 ) -> tuple[subprocess.Popen, dict]:
-    cmd = [sys.executable, __file__, "--serve", mode, "--db", str(db)] + ([] if log_decisions else ["--no-log"])
-    cmd += ["--batch"] if batch else []
+    cmd = [sys.executable, __file__, "--serve", mode, "--db", str(db), "--set-variables", set_variables]
+    cmd += [] if log_decisions else ["--no-log"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -391,14 +360,14 @@ def main() -> None:
                     help="runs per server and concurrency, interleaved between the servers (median req/s, "
                          "pooled percentiles): a shared machine's noise hits both alike")
     ap.add_argument("--concurrency", default="1,20")
-    ap.add_argument("--modes", default="bare,router,router-batch,router-nolog",
+    ap.add_argument("--modes", default="bare,router,router-each,router-nolog",
                     help="servers to compare (bare is always included)")
     ap.add_argument("--no-log", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--batch", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--set-variables", default="array", help=argparse.SUPPRESS)
     ap.add_argument("--serve", choices=["router", "bare"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        child_main(args.serve, args.db, not args.no_log, args.batch)
+        child_main(args.serve, args.db, not args.no_log, args.set_variables)
         return
 
     db = Path(args.db)
@@ -410,18 +379,18 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; servers and the load "
           f"generator are separate processes; {args.rounds} x {args.seconds:.0f} s per server and concurrency")
-    # router: the real server with the store as it is (one transaction per decision);
-    # router-batch: the same with the batch method proposed for the store;
-    # router-nolog: no decision log at all (what routing itself costs)
-    modes = {"bare": ("bare", True, False), "router": ("router", True, False),
-             "router-batch": ("router", True, True), "router-nolog": ("router", False, False)}
+    # router: the real server as shipped (every decision stored, one SET VARIABLE ARRAY(...));
+    # router-each: the same with agi.set_variables = "each" (six SET VARIABLE, six round trips);
+    # router-nolog: as shipped without the decision log (what routing itself costs)
+    modes = {"bare": ("bare", True, "array"), "router": ("router", True, "array"),
+             "router-each": ("router", True, "each"), "router-nolog": ("router", False, "array")}
     wanted = {"bare", *args.modes.split(",")}
     modes = {k: v for k, v in modes.items() if k in wanted}
     procs: dict[str, subprocess.Popen] = {}
     ports: dict[str, int] = {}
     try:
-        for name, (kind, log_decisions, batch) in modes.items():
-            procs[name], info = start_child(kind, db, log_decisions, batch)
+        for name, (kind, log_decisions, set_variables) in modes.items():
+            procs[name], info = start_child(kind, db, log_decisions, set_variables)
             ports[name] = info["port"]
             if name == "router":
                 print(f"directory: {info['clients']:,} clients, {info['phones']:,} phones "
@@ -455,7 +424,7 @@ def main() -> None:
                       + f"load generator CPU {r['client_cpu']:.0%}]")
     finally:
         cpu = {m: stop_child(p) for m, p in procs.items()}
-    for m in [m for m in ("router", "router-batch") if m in modes]:
+    for m in [m for m in ("router", "router-each") if m in modes]:
         log = (cpu.get(m) or {}).get("log")
         if log is not None:
             calls = sum(results[m][c]["requests"] + 100 * args.rounds for c in levels if c in results[m])
@@ -464,7 +433,7 @@ def main() -> None:
                   f"{log.get('decision-failed', 0):,})")
     print()
     ok = True
-    for m in [m for m in ("router", "router-batch", "router-nolog") if m in modes]:
+    for m in [m for m in ("router", "router-each", "router-nolog") if m in modes]:
         print(f"{m} vs bare:")
         for c in levels:
             b, r = results["bare"][c], results[m][c]

@@ -63,6 +63,9 @@ class AgiConfig(_Strict):
     # "array": every variable in one `SET VARIABLE ARRAY(...)` command, one round trip
     # (needs func_strings, loaded on every stock Asterisk); "each": one command per variable
     set_variables: Literal["array", "each"] = "array"
+    # "process": decisions are stored by a child process, so database work never competes
+    # with answering calls for the daemon's GIL; "inline": by a task on the daemon's loop
+    decision_log: Literal["process", "inline"] = "process"
 
 
 class Settings(BaseSettings):

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from callrouter.agi.probe import agi_call, parse_set_variable, route_request
 from callrouter.agi.protocol import parse_header, quote, set_variables
-from callrouter.agi.server import DecisionRecorder, FastAgiServer
+from callrouter.agi.decisionlog import DecisionRecorder
+from callrouter.agi.server import FastAgiServer
 from callrouter.agi.service import RoutingService
 from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings
 from callrouter.presence import Presence

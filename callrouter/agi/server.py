@@ -12,9 +12,9 @@ Guarantees:
 - bad input costs only its own connection: a stalled or early-closed header block, one
   past `max_header_bytes`, or a script other than `route` is dropped; a complete block
   that is not an AGI environment is answered with the default route;
-- the decision is recorded after the reply, through a bounded queue and one writer
-  task (`DecisionRecorder`): the database never delays an answer, and when it falls
-  behind, records are dropped and counted rather than memory growing.
+- the decision is handed to a recorder after the reply (`callrouter.agi.decisionlog`):
+  the database never delays an answer, and when it falls behind, records are dropped
+  and counted rather than memory growing.
 
 Each connection is an `asyncio.Protocol` state machine (no task, no stream reader per
 call): with routing answered from memory, a call costs the event loop a few callbacks.
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from callrouter.agi.protocol import AgiRequest, BadRequest, ReplyParser, header_end, parse_block, set_variable, set_variables
+from callrouter.agi.protocol import (AgiRequest, BadRequest, ReplyParser, header_end, parse_block, set_variable,
+                                    set_variables)
 from callrouter.config import AgiConfig
 from callrouter.routing.engine import RouteDecision, default_decision
 from callrouter.routing.router import Routed, Router
@@ -61,7 +62,7 @@ class _Throttle:
         log.log(level, msg, *args)
 
 
-_throttled = _Throttle()
+throttled = _Throttle()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ class _Connection(asyncio.Protocol):
         srv._conns.add(self)
         if len(srv._conns) > srv.max_connections:
             srv.stats["refused-overload"] += 1
-            _throttled("overload", logging.WARNING, "FastAGI: %d connections open, refusing one",
+            throttled("overload", logging.WARNING, "FastAGI: %d connections open, refusing one",
                        len(srv._conns))
             self._drop()
             return
@@ -181,7 +182,7 @@ class _Connection(asyncio.Protocol):
         self.timer = None
         if self.state == _HEADER:
             self.srv.stats["dropped-stalled"] += 1
-            _throttled("stalled", logging.WARNING, "FastAGI %s: no complete request within %.0f ms: dropped",
+            throttled("stalled", logging.WARNING, "FastAGI %s: no complete request within %.0f ms: dropped",
                        self._peer(), self.srv.deadline * 1000)
             self._drop()
 
@@ -190,12 +191,12 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
         srv.stats[f"bad-{kind}"] += 1
         if kind == "unparseable":
-            _throttled("unparseable", logging.WARNING,
+            throttled("unparseable", logging.WARNING,
                        "FastAGI %s: unparseable request (%s): answering the default route", self._peer(), detail)
             self._answer(default_decision(srv.default_dial, srv.default_timeout, "default:bad-request",
                                           trace=[f"bad request: {detail}"[:300]]), record=False)
         else:
-            _throttled(kind, logging.WARNING, "FastAGI %s: %s: %s: dropped", self._peer(), kind, detail)
+            throttled(kind, logging.WARNING, "FastAGI %s: %s: %s: dropped", self._peer(), kind, detail)
             self._drop()
 
     def _route(self, request: AgiRequest) -> None:
@@ -203,7 +204,7 @@ class _Connection(asyncio.Protocol):
         script = request.script
         if script != ROUTE_SCRIPT:
             srv.stats["unknown-script"] += 1
-            _throttled("script", logging.WARNING, "FastAGI %s: unknown script %r: closed (the dialplan "
+            throttled("script", logging.WARNING, "FastAGI %s: unknown script %r: closed (the dialplan "
                        "falls back)", self._peer(), script[:80])
             self.state = _DONE
             self.transport.close()  # type: ignore[union-attr]
@@ -247,7 +248,7 @@ class _Connection(asyncio.Protocol):
         if self.task is not None:
             self.task.cancel()
         srv.stats["default-timeout"] += 1
-        _throttled("timeout", logging.WARNING, "FastAGI %s: routing took longer than the deadline: "
+        throttled("timeout", logging.WARNING, "FastAGI %s: routing took longer than the deadline: "
                    "answering the default route", self._peer())
         self._answer(default_decision(srv.default_dial, srv.default_timeout, "default:timeout",
                                       caller=_safe_normalize(srv.router, self.caller_raw),
@@ -296,7 +297,7 @@ class _Connection(asyncio.Protocol):
                     self._finish("hangup")  # the caller is gone: nothing left to route
                     return
                 if not reply.ok:
-                    _throttled("reply", logging.WARNING, "FastAGI %s: %s answered %d %s", self._peer(),
+                    throttled("reply", logging.WARNING, "FastAGI %s: %s answered %d %s", self._peer(),
                                self.commands[self.sent - 1][:40].decode(errors="replace").strip(), reply.code,
                                reply.text[:80])
                     if self.sent == 1 and self.commands[0].startswith(b"SET VARIABLE ARRAY("):
@@ -442,143 +443,3 @@ def _safe_normalize(router: Router, raw: str | None) -> str | None:
         return router.normalize(raw)
     except Exception:  # noqa: BLE001
         return None
-
-
-# ------------------------------------------------------------------ recording
-
-class DecisionStore(Protocol):
-    async def save_route_decision(self, row: Any) -> None: ...
-    async def save_lead(self, pbx: str, phone: str, raw: str | None, call_id: str | None) -> bool: ...
-
-
-class DecisionRecorder:
-    """Stores every answered decision (and a lead for an unknown caller) off the answer
-    path: `submit` never blocks; one writer task drains a bounded queue, in batches when
-    the store offers `save_route_decisions(rows)` / `save_leads([(pbx, phone, raw,
-    call_id)])` (one transaction per batch), else row by row."""
-
-    def __init__(self, store: DecisionStore, *, maxsize: int = 10_000, retries: int = 2,
-                 retry_delay: float = 0.5, batch: int = 500, linger: float = 0.02):
-        self._store = store
-        # with a batch API, wait this long after the first decision so that one
-        # transaction carries many (a row-by-row store gains nothing from waiting)
-        self._linger = linger if hasattr(store, "save_route_decisions") else 0.0
-        self._queue: asyncio.Queue[tuple[Any, tuple | None]] = asyncio.Queue(maxsize)
-        self._retries = retries
-        self._retry_delay = retry_delay
-        self._batch = batch
-        self._task: asyncio.Task | None = None
-        self.stats: Counter[str] = Counter()
-
-    def submit(self, item: Answered) -> bool:
-        # the row is built here, a call at a time: built in one go at write time, a batch of
-        # hundreds would stall the event loop (and every call waiting on it) for milliseconds
-        try:
-            entry = (self.row(item), self.lead(item))
-        except Exception:  # noqa: BLE001 - one odd decision must not stop the log
-            self.stats["decision-failed"] += 1
-            log.exception("route decision for %s cannot be stored", item.linkedid)
-            return False
-        try:
-            self._queue.put_nowait(entry)
-            return True
-        except asyncio.QueueFull:
-            self.stats["dropped"] += 1
-            _throttled("recorder-full", logging.ERROR, "route decision log is full (%d queued): decision for "
-                       "%s not stored", self._queue.qsize(), item.linkedid)
-            return False
-
-    @staticmethod
-    def lead(item: Answered) -> tuple[str, str, str | None, str | None] | None:
-        if item.decision.lead and item.decision.caller:
-            return (item.pbx, item.decision.caller, item.caller_raw, item.linkedid or None)
-        return None
-
-    def start(self) -> asyncio.Task:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="route-decision-writer")
-        return self._task
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    async def run(self) -> None:
-        q = self._queue
-        while True:
-            items = [await q.get()]
-            if self._linger > 0 and q.qsize() < self._batch - 1:
-                await asyncio.sleep(self._linger)  # a backlog is written at once, without waiting
-            while len(items) < self._batch and not q.empty():
-                items.append(q.get_nowait())
-            try:
-                await self._save(items)
-            finally:
-                for _ in items:
-                    q.task_done()
-
-    async def flush(self) -> None:
-        """Wait until everything submitted so far is stored (or given up)."""
-        await self._queue.join()
-
-    async def close(self, timeout: float = 5.0) -> None:
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout)
-        except TimeoutError:
-            log.warning("route decision log: %d decisions not stored at shutdown", self._queue.qsize())
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        self._task = None
-
-    @staticmethod
-    def row(item: Answered) -> Any:
-        from callrouter.store import RouteDecisionRow
-
-        d = item.decision
-        return RouteDecisionRow(
-            pbx=item.pbx, linkedid=item.linkedid or item.uniqueid or "unknown", decided_at=item.decided_at,
-            caller_raw=item.caller_raw, caller_number=d.caller, client_id=d.client_id, rule=d.rule or None,
-            reason=d.reason, dial=d.dial, timeout=d.timeout, fallback=d.fallback or None,
-            latency_ms=round(item.latency_ms, 3),
-            trace={"steps": list(d.trace), "candidates": list(d.candidates), "lead": d.lead, "owner": d.owner,
-                   "client_name": d.client_name, "uniqueid": item.uniqueid, "channel": item.channel,
-                   "outcome": item.outcome, "answer_ms": round(item.answer_ms, 3),
-                   "rules_version": item.routed.rules_version if item.routed else None,
-                   "lookup": item.routed.lookup.source if item.routed else None})
-
-    async def _save(self, items: list[tuple[Any, tuple | None]]) -> None:
-        rows = [row for row, _ in items]
-        save_many = getattr(self._store, "save_route_decisions", None)
-        if save_many is not None and len(rows) > 1:
-            await self._attempt("decision", lambda: save_many(rows), rows[0].linkedid, len(rows))
-        else:
-            for row in rows:
-                await self._attempt("decision", lambda row=row: self._store.save_route_decision(row), row.linkedid)
-        leads = [lead for _, lead in items if lead is not None]
-        save_leads = getattr(self._store, "save_leads", None)
-        if save_leads is not None and len(leads) > 1:
-            await self._attempt("lead", lambda: save_leads(leads), leads[0][3] or "", len(leads))
-        else:
-            for lead in leads:
-                await self._attempt("lead", lambda lead=lead: self._store.save_lead(*lead), lead[3] or "")
-
-    async def _attempt(self, what: str, op: Callable[[], Any], linkedid: str, n: int = 1) -> None:
-        for attempt in range(self._retries + 1):
-            try:
-                await op()
-                self.stats[f"{what}s"] += n
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                if attempt == self._retries:
-                    self.stats[f"{what}-failed"] += n
-                    _throttled(f"save-{what}", logging.ERROR, "could not store route %s for %s%s: %s", what,
-                               linkedid, f" and {n - 1} more" if n > 1 else "", e)
-                    return
-                await asyncio.sleep(self._retry_delay * (attempt + 1))

@@ -7,8 +7,9 @@
 
 `start` loads the rules (a bad rules directory fails the start: there is nothing
 to fall back to yet), loads DND from the store, builds the phone directory (calls
-arriving meanwhile are routed through the store), starts the decision writer, the
-FastAGI server, the periodic refreshes, and SIGHUP handling (reload rules and DND).
+arriving meanwhile are routed through the store), starts the decision log (its own
+process, see callrouter.agi.decisionlog), the FastAGI server, the periodic refreshes,
+and SIGHUP handling (reload rules and DND).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from callrouter.agi.server import Answered, DecisionRecorder, FastAgiServer
+from callrouter.agi.decisionlog import DecisionLogProcess, DecisionRecorder
+from callrouter.agi.server import Answered, FastAgiServer
 from callrouter.config import DeviceMap, Settings
 from callrouter.presence import Presence
 from callrouter.routing.lookup import PhoneDirectory
@@ -44,7 +46,12 @@ class RoutingService:
         self.router = Router(self.rules, self.directory, self.presence, region=settings.default_region,
                              devices={m.extension: m.devices for m in settings.managers if m.devices},
                              default_dial=settings.agi.default_dial, default_timeout=settings.agi.default_timeout)
-        self.recorder = DecisionRecorder(store, maxsize=recorder_queue)
+        url = getattr(store, "url", None)
+        self.recorder: DecisionLogProcess | DecisionRecorder
+        if settings.agi.decision_log == "process" and isinstance(url, str):
+            self.recorder = DecisionLogProcess(url, maxsize=recorder_queue)
+        else:
+            self.recorder = DecisionRecorder(store, maxsize=recorder_queue)
         self.server = FastAgiServer(self.router, settings.agi, recorder=self.recorder,
                                     pbx=settings.pbx[0].name if settings.pbx else "main",
                                     pbx_by_peer={p.host: p.name for p in settings.pbx}, clock=clock,

@@ -118,3 +118,11 @@ class Store:
     async def save_leads(self, leads: Sequence[tuple[str, str, str | None, str | None]]) -> None:
         async with self.engine.begin() as conn:
             await routing.save_leads(conn, leads)
+
+    async def save_routing_batch(self, rows: Sequence[RouteDecisionRow],
+                                 leads: Sequence[tuple[str, str, str | None, str | None]]) -> None:
+        """Decisions and the leads they created, in one transaction (all or nothing)."""
+        async with self.engine.begin() as conn:
+            await routing.save_route_decisions(conn, rows)
+            if leads:
+                await routing.save_leads(conn, leads)

@@ -16,7 +16,8 @@
    - `router-nolog`: `router` without the decision log (what routing itself costs).
    Runs are interleaved between the servers (`--rounds`); calls/s is the median run, with
    the time a decision log still needs after a run counted; p50/p99 are over all calls
-   (connect to close, as Asterisk waits); server CPU per call comes from getrusage.
+   (connect to close, as Asterisk waits); server CPU per call comes from getrusage and,
+   for the decision-log process, from /proc.
 
 Experiment knobs (environment): CR_BENCH_LINGER (decision-log batching window, s; default
 0.02) and CR_BENCH_SWITCH (the server process's GIL switch interval, s; default Python's).
@@ -131,7 +132,8 @@ _STATE: dict = {}
 
 
 async def serve_router(db: Path, port_out, log_decisions: bool = True, set_variables: str = "array") -> None:
-    from callrouter.agi.server import DecisionRecorder, FastAgiServer
+    from callrouter.agi.decisionlog import DecisionLogProcess
+    from callrouter.agi.server import FastAgiServer
     from callrouter.ami.events import DeviceStateChange
     from callrouter.config import AgiConfig
     from callrouter.presence import Presence
@@ -177,7 +179,9 @@ async def serve_router(db: Path, port_out, log_decisions: bool = True, set_varia
             router.route_now(p, MONDAY_10)
         route_us = (time.perf_counter_ns() - t0) / 50_000 / 1000
 
-        recorder = DecisionRecorder(store, maxsize=100_000, linger=float(os.environ.get("CR_BENCH_LINGER", "0.02")))
+        # as the daemon does: the decision log is written by its own process
+        recorder = DecisionLogProcess(f"sqlite+aiosqlite:///{db}", maxsize=100_000,
+                                      linger=float(os.environ.get("CR_BENCH_LINGER", "0.02")))
         _STATE["recorder"] = recorder
         if log_decisions:
             recorder.start()
@@ -196,6 +200,18 @@ async def serve_router(db: Path, port_out, log_decisions: bool = True, set_varia
             await server.close()
 
 
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc; 0 if gone."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child_main(mode: str, db: str, log_decisions: bool, set_variables: str) -> None:
     def port_out(info: dict) -> None:
         print("READY " + json.dumps(info), flush=True)
@@ -207,10 +223,13 @@ def child_main(mode: str, db: str, log_decisions: bool, set_variables: str) -> N
         loop.add_signal_handler(signal.SIGTERM, stop.set)
 
         def cpu_now() -> None:
+            # the server's CPU includes its decision-log process
             ru = resource.getrusage(resource.RUSAGE_SELF)
             rec = _STATE.get("recorder")
             pending = rec.pending if rec is not None and rec._task is not None else 0
-            print(f"CPUNOW {ru.ru_utime + ru.ru_stime} {pending}", flush=True)
+            child = getattr(rec, "_proc", None)
+            print(f"CPUNOW {ru.ru_utime + ru.ru_stime + process_cpu(child.pid if child else None)} {pending}",
+                  flush=True)
 
         loop.add_signal_handler(signal.SIGUSR1, cpu_now)
         if os.environ.get("CR_BENCH_SWITCH"):  # experiment: GIL switch interval for the server process

@@ -1,4 +1,5 @@
 """Caller-ID normalization: every form a PBX or a CRM sends."""
+import phonenumbers
 import pytest
 
 from callrouter.phone import is_e164, normalize
@@ -59,3 +60,46 @@ def test_is_e164():
     assert is_e164("+79161234567")
     assert not is_e164("79161234567")
     assert not is_e164("+0123")
+
+
+def test_the_shortcut_agrees_with_the_full_parse_on_many_numbers():
+    """The shortcut for plain-digit caller IDs must give exactly what the full
+    phonenumbers path gives, or nothing: thousands of generated numbers in regions
+    with simple and with complicated national prefixes."""
+    import random
+
+    from callrouter.phone import _full, _shortcut
+
+    rnd = random.Random(7)
+    prefixes = ["8", "7", "0", "1", "00", "810", "011", "+7", "+1", "+44", "+49", "+380", "+375", "+33", "+39",
+                "+86", "+91", "+800", "+7 8", "+70", "+4900", "+1 1", "+54 9", "+5511", "9", "89", "80", "3", "4"]
+    shortcuts = 0
+    for region in ["RU", "US", "GB", "DE", "KZ", "UA", "BY", "FR", "IT", "AR", "BR", "CN", "IN", "MX"]:
+        for _ in range(1500):
+            prefix = rnd.choice(prefixes).replace(" ", "")
+            s = prefix + "".join(rnd.choice("0123456789") for _ in range(rnd.randint(3, 12)))
+            quick = _shortcut(s, region)
+            full = _full(s, s.lstrip("+"), region)
+            if quick is not None:
+                shortcuts += 1
+                assert quick == full, (s, region, quick, full)
+        # real numbers of every type, with random subscriber digits, in the forms trunks send
+        for kind in range(11):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            for _ in range(40):
+                tail = "".join(rnd.choice("0123456789") for _ in range(3))
+                number = e164[:-3] + tail
+                national = "".join(ch for ch in phonenumbers.format_number(
+                    phonenumbers.parse(number), phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit())
+                for s in (number, national, number[1:]):
+                    quick = _shortcut(s, region)
+                    if quick is not None:
+                        shortcuts += 1
+                        assert quick == _full(s, s.lstrip("+"), region), (s, region)
+    assert shortcuts > 3000  # the shortcut is actually taken for the common shapes
+    assert _shortcut("89161234567", "RU") == "+79161234567"
+    assert _shortcut("+79161234567", "RU") == "+79161234567"
+    assert _shortcut("79161234567", "RU") is None  # a country code to strip: the full path decides

@@ -99,7 +99,10 @@ def parse_block(block: bytes | bytearray) -> AgiRequest:
     text = bytes(block).decode("utf-8", "replace")
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-    n_lines = sum(1 for ln in text.split("\n") if ln)
+    if "\n\n" in text or text[:1] == "\n" or text[-1:] == "\n":
+        n_lines = sum(1 for ln in text.split("\n") if ln)
+    else:  # the usual block: no blank lines inside
+        n_lines = text.count("\n") + 1 if text else 0
     if n_lines > MAX_HEADER_LINES:
         raise BadRequest("oversized", f"more than {MAX_HEADER_LINES} header lines")
     pairs = _LINE.findall(text)
@@ -145,7 +148,7 @@ def set_variable(name: str, value: str) -> bytes:
 # Asterisk's argument splitter (app.c, __ast_app_separate_args) gives these a meaning in
 # the value of ARRAY(): the delimiter, quotes, the escape, and the nesting it will not
 # split inside. A backslash before any character makes it literal.
-_ARRAY_SPECIAL = re.compile(r'([\\,"()\[\]])')
+_ARRAY_ESCAPES = str.maketrans({c: "\\" + c for c in '\\,"()[]'})
 # res_agi reads a command line into a buffer of AGI_BUF_LEN (2048) bytes
 MAX_COMMAND_BYTES = 2000
 
@@ -154,7 +157,8 @@ def array_value(values: Sequence[str]) -> str:
     """The value for `ARRAY(v1,v2,...)`: each value escaped for Asterisk's splitter
     (so a comma, quote or parenthesis in it stays literal), joined by commas. Control
     characters go (a newline would end the AGI command)."""
-    return ",".join(_ARRAY_SPECIAL.sub(r"\\\1", _UNSAFE_VALUE.sub("", v)) for v in values)
+    return ",".join((v if v.isprintable() else _UNSAFE_VALUE.sub("", v)).translate(_ARRAY_ESCAPES)
+                    for v in values)
 
 
 def set_variables(pairs: Sequence[tuple[str, str]], *, one_command: bool = True) -> list[bytes]:

@@ -20,7 +20,7 @@
    for the decision-log process, from /proc.
 
 Experiment knobs (environment): CR_BENCH_LINGER (decision-log batching window, s; default
-0.02) and CR_BENCH_SWITCH (the server process's GIL switch interval, s; default Python's).
+the daemon's) and CR_BENCH_SWITCH (the server process's GIL switch interval, s; default Python's).
 """
 from __future__ import annotations
 
@@ -180,8 +180,9 @@ async def serve_router(db: Path, port_out, log_decisions: bool = True, set_varia
         route_us = (time.perf_counter_ns() - t0) / 50_000 / 1000
 
         # as the daemon does: the decision log is written by its own process
+        linger = os.environ.get("CR_BENCH_LINGER")
         recorder = DecisionLogProcess(f"sqlite+aiosqlite:///{db}", maxsize=100_000,
-                                      linger=float(os.environ.get("CR_BENCH_LINGER", "0.02")))
+                                      **({"linger": float(linger)} if linger else {}))
         _STATE["recorder"] = recorder
         if log_decisions:
             recorder.start()
@@ -213,6 +214,12 @@ def process_cpu(pid: int | None) -> float:
 
 
 def child_main(mode: str, db: str, log_decisions: bool, set_variables: str) -> None:
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    # 1 % of the callers are on two clients and most of those numbers call once: the
+    # warning each gets (once per number per 10 min) would bury this report
+    logging.getLogger("callrouter.routing.lookup").setLevel(logging.ERROR)
+
     def port_out(info: dict) -> None:
         print("READY " + json.dumps(info), flush=True)
 

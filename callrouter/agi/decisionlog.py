@@ -230,7 +230,6 @@ class DecisionRecorder:
                 await asyncio.sleep(self._retry_delay * (attempt + 1))
 
 
-
 class DecisionLogProcess:
     """A `Recorder` for `FastAgiServer` that stores decisions from a child process."""
 
@@ -316,7 +315,9 @@ class DecisionLogProcess:
         self._task = None
 
     def _send(self) -> None:
-        self._timer = None
+        if self._timer is not None:
+            self._timer.cancel()  # when flush() sends before the window ends
+            self._timer = None
         if not self._queued or self._stdin is None or self._stdin.is_closing():
             return  # nothing to send, or no child: sent (again) when one is up
         frames, self._queued = self._queued, []

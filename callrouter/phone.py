@@ -79,8 +79,8 @@ def _shortcut(s: str, region: str) -> str | None:
     number: no international prefix, no country code to strip, no leading zero."""
     if s[:1] == "+":
         digits = s[1:]
-        if not digits.isdigit():
-            return None
+        if not digits.isdigit() or digits[0] == "0":
+            return None  # no country code starts with 0
         for n in (1, 2, 3):
             cc = int(digits[:n])
             if cc in COUNTRY_CODE_TO_REGION_CODE:

@@ -72,7 +72,8 @@ def test_the_shortcut_agrees_with_the_full_parse_on_many_numbers():
 
     rnd = random.Random(7)
     prefixes = ["8", "7", "0", "1", "00", "810", "011", "+7", "+1", "+44", "+49", "+380", "+375", "+33", "+39",
-                "+86", "+91", "+800", "+7 8", "+70", "+4900", "+1 1", "+54 9", "+5511", "9", "89", "80", "3", "4"]
+                "+86", "+91", "+800", "+7 8", "+70", "+4900", "+1 1", "+54 9", "+5511", "9", "89", "80", "3", "4",
+                "+0", "+00", "+01", "+007"]
     shortcuts = 0
     for region in ["RU", "US", "GB", "DE", "KZ", "UA", "BY", "FR", "IT", "AR", "BR", "CN", "IN", "MX"]:
         for _ in range(1500):
@@ -103,3 +104,4 @@ def test_the_shortcut_agrees_with_the_full_parse_on_many_numbers():
     assert _shortcut("89161234567", "RU") == "+79161234567"
     assert _shortcut("+79161234567", "RU") == "+79161234567"
     assert _shortcut("79161234567", "RU") is None  # a country code to strip: the full path decides
+    assert normalize("+079161234567") is None and normalize("+012025550123") is None  # no country code 0x

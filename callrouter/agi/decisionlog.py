@@ -266,6 +266,10 @@ class DecisionLogProcess:
             self.stats["decision-failed"] += 1
             log.exception("route decision for %s cannot be stored", item.linkedid)
             return False
+        if len(payload) > MAX_FRAME_BYTES:
+            self.stats["decision-failed"] += 1
+            log.error("route decision for %s is %d bytes: not stored", item.linkedid, len(payload))
+            return False
         self._queued.append(_LENGTH.pack(len(payload)) + payload)
         self._idle.clear()
         if self._timer is None and self._stdin is not None:
@@ -285,18 +289,19 @@ class DecisionLogProcess:
         return self._task
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is acknowledged (stored or given up)."""
+        """Send what is queued now and wait until nothing is pending: every decision
+        acknowledged (stored or given up). Under steady traffic, that is the next lull."""
         self._send()
         await self._idle.wait()
 
     async def close(self, timeout: float = 5.0) -> None:
         if self._task is None:
             return
-        self._closing = True
         try:
-            await asyncio.wait_for(self.flush(), timeout)
+            await asyncio.wait_for(self.flush(), timeout)  # a child that dies meanwhile is restarted
         except TimeoutError:
             log.warning("route decision log: %d decisions not stored at shutdown", self.pending)
+        self._closing = True
         proc = self._proc
         if self._stdin is not None:
             self._stdin.close()  # end of input: the child finishes and exits
@@ -405,7 +410,39 @@ async def _write(store: Any, frames: list[bytes], retries: int, retry_delay: flo
     return 0, len(frames), 0
 
 
-async def _child() -> int:
+def _frames(buf: bytearray, state: dict[str, int]) -> tuple[list[bytes], int]:
+    """Complete frames at the front of `buf` (consumed from it), and how many oversized
+    ones were skipped. A frame larger than MAX_FRAME_BYTES cannot come from the daemon
+    (it refuses them); it is skipped, not fatal: a poison frame resent to every new
+    child would stop the log for good."""
+    frames: list[bytes] = []
+    skipped = 0
+    pos = 0
+    while True:
+        if state["skip"]:
+            n = min(state["skip"], len(buf) - pos)
+            pos += n
+            state["skip"] -= n
+            if state["skip"]:
+                break
+        if len(buf) - pos < 4:
+            break
+        (size,) = _LENGTH.unpack_from(buf, pos)
+        if size > MAX_FRAME_BYTES:
+            log.error("a %d-byte frame on the decision pipe: skipped", size)
+            skipped += 1
+            state["skip"] = size
+            pos += 4
+            continue
+        if len(buf) - pos - 4 < size:
+            break
+        frames.append(bytes(buf[pos + 4:pos + 4 + size]))
+        pos += 4 + size
+    del buf[:pos]
+    return frames, skipped
+
+
+async def _child(ack: Any) -> int:
     from callrouter.store import Store
 
     loop = asyncio.get_running_loop()
@@ -414,32 +451,22 @@ async def _child() -> int:
     config = json.loads(await reader.readline())
     logging.basicConfig(level=config.get("log_level", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s callrouter.decisionlog: %(message)s")
-    out = sys.stdout.buffer
     batch, retries, retry_delay = int(config["batch"]), int(config["retries"]), float(config["retry_delay"])
     buf = bytearray()
+    state = {"skip": 0}
     async with Store(config["database_url"]) as store:
         while True:
             data = await reader.read(1 << 20)
             if not data:
                 return 0 if not buf else 3  # a partial frame at the end: the daemon died mid-write
             buf += data
-            frames: list[bytes] = []
-            pos = 0
-            while len(buf) - pos >= 4:
-                (size,) = _LENGTH.unpack_from(buf, pos)
-                if size > MAX_FRAME_BYTES:
-                    log.error("frame of %d bytes on the decision pipe: giving up", size)
-                    return 4
-                if len(buf) - pos - 4 < size:
-                    break
-                frames.append(bytes(buf[pos + 4:pos + 4 + size]))
-                pos += 4 + size
-            del buf[:pos]
+            frames, skipped = _frames(buf, state)
+            if skipped:
+                ack.write(f"{skipped} 0 {skipped} 0\n".encode())
             for k in range(0, len(frames), batch):
                 chunk = frames[k:k + batch]
                 stored, failed, leads = await _write(store, chunk, retries, retry_delay)
-                out.write(f"{len(chunk)} {stored} {failed} {leads}\n".encode())
-                out.flush()
+                ack.write(f"{len(chunk)} {stored} {failed} {leads}\n".encode())
 
 
 CHILD_NICENESS = 10
@@ -453,11 +480,13 @@ def main() -> None:
         os.nice(CHILD_NICENESS)
     except OSError:
         pass
+    # acknowledgements get stdout to themselves: anything else printed goes to stderr
+    ack = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
     try:
-        code = asyncio.run(_child())
+        code = asyncio.run(_child(ack))
     except Exception:  # noqa: BLE001 - tell the daemon's log why, then let it restart us
         logging.getLogger(__name__).exception("route decision log process failed")
         code = 1
-    sys.stdout.flush()
     os._exit(code)
 

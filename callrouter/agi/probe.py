@@ -127,8 +127,11 @@ def parse_set_variable(line: str) -> list[tuple[str, str]] | None:
 
 
 async def agi_call(host: str, port: int, request: bytes, *, reply: bytes = b"200 result=1\n",
-                   timeout: float = 5.0) -> ProbeResult:
-    """Send `request`, answer each command line with `reply` until the server closes."""
+                   timeout: float = 5.0, array_function: bool = True) -> ProbeResult:
+    """Send `request`, answer each command line with `reply` until the server closes;
+    `GET VARIABLE` is answered as Asterisk does, from the variables set so far.
+    `array_function=False` plays a PBX without func_strings: `SET VARIABLE ARRAY(...)`
+    is answered 200 and sets nothing (as Asterisk does)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     out = ProbeResult()
     try:
@@ -141,8 +144,14 @@ async def agi_call(host: str, port: int, request: bytes, *, reply: bytes = b"200
                     break
                 text = line.decode("utf-8", "replace")
                 out.commands.append(text)
-                for name, value in parse_set_variable(text) or ():
-                    out.variables[name] = value
+                args = agi_args(text)
+                if len(args) == 3 and [a.upper() for a in args[:2]] == ["GET", "VARIABLE"]:
+                    value = out.variables.get(args[2])
+                    writer.write(b"200 result=0\n" if value is None else f"200 result=1 ({value})\n".encode())
+                    continue
+                if array_function or not args[2:3] or not args[2].upper().startswith("ARRAY("):
+                    for name, value in parse_set_variable(text) or ():
+                        out.variables[name] = value
                 writer.write(reply)
     finally:
         writer.close()

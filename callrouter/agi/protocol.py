@@ -153,12 +153,21 @@ _ARRAY_ESCAPES = str.maketrans({c: "\\" + c for c in '\\,"()[]'})
 MAX_COMMAND_BYTES = 2000
 
 
+def channel_value(value: str) -> str:
+    """What a variable set to `value` holds on the channel: control characters cannot be
+    sent (a newline would end the AGI command), so they are dropped."""
+    return value if value.isprintable() else _UNSAFE_VALUE.sub("", value)
+
+
 def array_value(values: Sequence[str]) -> str:
     """The value for `ARRAY(v1,v2,...)`: each value escaped for Asterisk's splitter
-    (so a comma, quote or parenthesis in it stays literal), joined by commas. Control
-    characters go (a newline would end the AGI command)."""
-    return ",".join((v if v.isprintable() else _UNSAFE_VALUE.sub("", v)).translate(_ARRAY_ESCAPES)
-                    for v in values)
+    (so a comma, quote or parenthesis in it stays literal), joined by commas."""
+    return ",".join(channel_value(v).translate(_ARRAY_ESCAPES) for v in values)
+
+
+def get_variable(name: str) -> bytes:
+    """Asterisk answers `200 result=1 (value)`, or `200 result=0` when it is not set."""
+    return f"GET VARIABLE {name}\n".encode()
 
 
 def set_variables(pairs: Sequence[tuple[str, str]], *, one_command: bool = True) -> list[bytes]:

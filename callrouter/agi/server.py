@@ -4,7 +4,10 @@ Per connection: read the header block (bounded by size and by the deadline), rou
 caller, answer ROUTE_DIAL, ROUTE_TIMEOUT, ROUTE_FALLBACK, CLIENT_ID, CLIENT_NAME,
 ROUTE_REASON - by default in one `SET VARIABLE ARRAY(...)` command, so a call waits for
 one round trip instead of six (`agi.set_variables = "each"`: one SET VARIABLE per
-variable, reading Asterisk's reply to each) - and close.
+variable, reading Asterisk's reply to each) - and close. SET VARIABLE answers 200 even
+when the function does not exist, so the first call from each PBX (and one an hour)
+also asks GET VARIABLE ROUTE_DIAL; a PBX where ARRAY() set nothing gets the variables
+one by one, on that call and after.
 Guarantees:
 - an answer starts within `deadline_ms` of the connection: routing that needs the store
   gets the deadline minus a margin; on timeout or any error the configured default route
@@ -30,8 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from callrouter.agi.protocol import (AgiRequest, BadRequest, ReplyParser, header_end, parse_block, set_variable,
-                                    set_variables)
+from callrouter.agi.protocol import (AgiRequest, BadRequest, Reply, ReplyParser, channel_value, get_variable,
+                                    header_end, parse_block, set_variable, set_variables)
 from callrouter.config import AgiConfig
 from callrouter.routing.engine import RouteDecision, default_decision
 from callrouter.routing.router import Routed, Router
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 ROUTE_SCRIPT = "route"
 MAX_REPLY_BUFFER = 64 * 1024
+ARRAY_RECHECK_S = 3600.0  # a PBX's modules can change: check ARRAY() again after this
 
 
 class _Throttle:
@@ -92,7 +96,7 @@ _HEADER, _DECIDING, _ANSWERING, _DONE = range(4)
 class _Connection(asyncio.Protocol):
     __slots__ = ("srv", "loop", "transport", "t0", "state", "buf", "timer", "peer", "request", "caller_raw",
                  "decided_at", "decision", "routed", "commands", "sent", "parser", "t_answer", "task",
-                 "record", "outcome")
+                 "record", "outcome", "verify")
 
     def __init__(self, srv: FastAgiServer):
         self.srv = srv
@@ -110,11 +114,13 @@ class _Connection(asyncio.Protocol):
         self.parser = ReplyParser()
         self.record = False
         self.outcome = ""
-        self.peer = "?"
+        self.peer = ""
+        self.verify = -1  # index of the GET VARIABLE that checks ARRAY() worked, if sent
 
     # ------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.peer = self._peer_host()
         srv = self.srv
         self.t0 = self.loop.time()
         srv._conns.add(self)
@@ -269,7 +275,13 @@ class _Connection(asyncio.Protocol):
         self.state = _ANSWERING
         self.decision = decision
         self.record = record
-        self.commands = set_variables(decision.variables(), one_command=self.srv.one_command)
+        srv = self.srv
+        array = srv.one_command and srv.array_works(self.peer) is not False
+        self.commands = set_variables(decision.variables(), one_command=array)
+        if array and len(self.commands) == 1 and decision.dial and srv.array_works(self.peer) is None:
+            # SET VARIABLE answers 200 whether or not ARRAY() exists on this PBX: ask once
+            self.commands.append(get_variable("ROUTE_DIAL"))
+            self.verify = 1
         self.t_answer = self.loop.time()
         self.timer = self.loop.call_later(self.srv.reply_timeout, self._reply_deadline)
         self.sent = 1
@@ -285,7 +297,7 @@ class _Connection(asyncio.Protocol):
                 if len(buf) > MAX_REPLY_BUFFER:
                     self._finish("peer-gone")
                 return
-            if buf.startswith(b"200 ") and self.parser.idle:
+            if buf.startswith(b"200 ") and self.parser.idle and self.sent - 1 != self.verify:
                 del buf[:nl + 1]  # the usual "200 result=1"
             else:
                 line = bytes(buf[:nl + 1]).decode("utf-8", "replace")
@@ -305,11 +317,24 @@ class _Connection(asyncio.Protocol):
                         self.srv.stats["array-refused"] += 1
                         self.commands = [set_variable(n, v) for n, v in self.decision.variables()]  # type: ignore[union-attr]
                         self.sent = 0
+                        self.verify = -1
+                elif self.sent - 1 == self.verify:
+                    self._array_checked(reply)
             if self.sent >= len(self.commands):
                 self._finish("answered")
                 return
             self.transport.write(self.commands[self.sent])  # type: ignore[union-attr]
             self.sent += 1
+
+    def _array_checked(self, reply: Reply) -> None:
+        dial = channel_value(self.decision.dial)  # type: ignore[union-attr]
+        works = reply.text.strip() == f"result=1 ({dial})"
+        self.srv.array_checked(self.peer, works)
+        if not works:
+            throttled("array", logging.WARNING, "FastAGI %s: SET VARIABLE ARRAY(...) did not set ROUTE_DIAL "
+                      "(GET VARIABLE answered %r; func_strings not loaded?): setting variables one by one for "
+                      "this PBX", self._peer(), reply.text[:80])
+            self.commands.extend(set_variable(n, v) for n, v in self.decision.variables())  # type: ignore[union-attr,attr-defined]
 
     def _reply_deadline(self) -> None:
         self.timer = None
@@ -333,7 +358,7 @@ class _Connection(asyncio.Protocol):
         now = self.loop.time()
         req = self.request
         item = Answered(
-            pbx=srv.pbx_for(self._peer_host()) if srv.pbx_by_peer else srv.pbx, linkedid=req.linkedid, uniqueid=req.uniqueid, channel=req.channel,
+            pbx=srv.pbx_for(self.peer) if srv.pbx_by_peer else srv.pbx, linkedid=req.linkedid, uniqueid=req.uniqueid, channel=req.channel,
             caller_raw=self.caller_raw, decision=self.decision, routed=self.routed, decided_at=self.decided_at,
             latency_ms=(self.t_answer - self.t0) * 1000.0, answer_ms=(now - self.t0) * 1000.0, outcome=outcome)
         if srv.recorder is not None:
@@ -401,9 +426,22 @@ class FastAgiServer:
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conns: set[_Connection] = set()
+        self._array: dict[str, tuple[bool, float]] = {}  # peer host -> (ARRAY() works, when checked)
 
     def pbx_for(self, peer_host: str) -> str:
         return self.pbx_by_peer.get(peer_host, self.pbx)
+
+    def array_works(self, peer_host: str) -> bool | None:
+        """Whether SET VARIABLE ARRAY(...) sets variables on this PBX: None when not
+        known (never checked, or checked more than ARRAY_RECHECK_S ago)."""
+        seen = self._array.get(peer_host)
+        if seen is None or time.monotonic() - seen[1] > ARRAY_RECHECK_S:
+            return None
+        return seen[0]
+
+    def array_checked(self, peer_host: str, works: bool) -> None:
+        self._array[peer_host] = (works, time.monotonic())
+        self.stats["array-checked" if works else "array-unsupported"] += 1
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -270,6 +270,7 @@ class _Asterisk(asyncio.Protocol):
         self.done = done
         self.commands = 0
         self.tail = b""
+        self.last = b""
 
     def connection_made(self, transport):
         self.t = transport
@@ -281,9 +282,21 @@ class _Asterisk(asyncio.Protocol):
         if n:
             self.commands += n
             self.tail = data[data.rindex(b"\n") + 1:]
+            if b"GET VARIABLE" in data:  # the router's one-off check that ARRAY() worked
+                self.t.write(self._get(data))
+                return
+            self.last = data
             self.t.write(b"200 result=1\n" * n)
         else:
             self.tail = data
+
+    def _get(self, data: bytes) -> bytes:
+        """Answer GET VARIABLE as Asterisk would, from the SET VARIABLE lines seen before."""
+        from callrouter.agi.probe import agi_args, parse_set_variable
+
+        name = agi_args(data.decode())[2]
+        values = dict(kv for line in self.last.decode().splitlines(True) for kv in parse_set_variable(line) or ())
+        return f"200 result=1 ({values[name]})\n".encode() if name in values else b"200 result=0\n"
 
     def connection_lost(self, exc):
         if not self.done.done():

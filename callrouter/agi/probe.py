@@ -75,7 +75,8 @@ def agi_args(line: str) -> list[str]:
 def separate_args(text: str, delim: str = ",") -> list[str]:
     """Asterisk's splitter for application and function arguments, quote and escape
     removal on (AST_STANDARD_APP_ARGS): no split inside (), [] or quotes; quotes are
-    dropped; a backslash makes the next character literal."""
+    dropped; a backslash makes the next character literal. (Close to app.c, not exact
+    for raw quotes in odd places, which the router never sends: it escapes them.)"""
     out: list[str] = []
     cur: list[str] = []
     paren = bracket = 0
@@ -83,13 +84,13 @@ def separate_args(text: str, delim: str = ",") -> list[str]:
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch == "[" and not quoted:
+        if ch == "[":  # nesting is counted inside quotes too, as app.c does
             bracket += 1
-        elif ch == "]" and bracket and not quoted:
+        elif ch == "]" and bracket:
             bracket -= 1
-        elif ch == "(" and not quoted:
+        elif ch == "(":
             paren += 1
-        elif ch == ")" and paren and not quoted:
+        elif ch == ")" and paren:
             paren -= 1
         elif ch == '"':
             quoted = not quoted

@@ -141,16 +141,24 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# res_agi reads a command line into a buffer of AGI_BUF_LEN (2048) bytes
+MAX_COMMAND_BYTES = 2000
+
+
 def set_variable(name: str, value: str) -> bytes:
-    return f"SET VARIABLE {name} {quote(value)}\n".encode()
+    """One SET VARIABLE line; a value too long for Asterisk's command buffer is cut (a
+    longer line would be read as two commands: a cut value and garbage)."""
+    line = f"SET VARIABLE {name} {quote(value)}\n".encode()
+    while len(line) > MAX_COMMAND_BYTES and value:
+        value = value[:max(0, len(value) - (len(line) - MAX_COMMAND_BYTES))]
+        line = f"SET VARIABLE {name} {quote(value)}\n".encode()
+    return line
 
 
 # Asterisk's argument splitter (app.c, __ast_app_separate_args) gives these a meaning in
 # the value of ARRAY(): the delimiter, quotes, the escape, and the nesting it will not
 # split inside. A backslash before any character makes it literal.
 _ARRAY_ESCAPES = str.maketrans({c: "\\" + c for c in '\\,"()[]'})
-# res_agi reads a command line into a buffer of AGI_BUF_LEN (2048) bytes
-MAX_COMMAND_BYTES = 2000
 
 
 def channel_value(value: str) -> str:

@@ -56,6 +56,14 @@ _LENGTH = struct.Struct("!I")
 MAX_FRAME_BYTES = 1 << 20  # a decision is ~1 KB; anything near this is a bug, not data
 
 
+async def _cancelled(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 class LoggedDecision(NamedTuple):
     """What the log keeps of one answer: plain values, cheap to build and to pickle on
     the answer path; `row()` and `lead()` make the store's types from it."""
@@ -190,11 +198,7 @@ class DecisionRecorder:
             await asyncio.wait_for(self._queue.join(), timeout)
         except TimeoutError:
             log.warning("route decision log: %d decisions not stored at shutdown", self._queue.qsize())
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await _cancelled(self._task)
         self._task = None
 
     async def _save(self, items: list[tuple[Any, tuple | None]]) -> None:
@@ -312,11 +316,7 @@ class DecisionLogProcess:
             except TimeoutError:
                 log.warning("route decision log process did not exit; killing it")
                 proc.kill()
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await _cancelled(self._task)
         self._task = None
 
     def _send(self) -> None:

@@ -137,7 +137,7 @@ def quote(value: str) -> str:
     command and start another), backslash and quote escaped."""
     if value.isprintable() and '"' not in value and "\\" not in value:
         return f'"{value}"'  # the usual case: nothing to remove or escape
-    value = _UNSAFE_VALUE.sub("", value)
+    value = channel_value(value)
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from callrouter.agi.protocol import (AgiRequest, BadRequest, Reply, ReplyParser, channel_value, get_variable,
-                                    header_end, parse_block, set_variable, set_variables)
+                                    header_end, parse_block, set_variables)
 from callrouter.config import AgiConfig
 from callrouter.routing.engine import RouteDecision, default_decision
 from callrouter.routing.router import Routed, Router
@@ -276,9 +276,9 @@ class _Connection(asyncio.Protocol):
         self.decision = decision
         self.record = record
         srv = self.srv
-        array = srv.one_command and srv.array_works(self.peer) is not False
-        self.commands = set_variables(decision.variables(), one_command=array)
-        if array and len(self.commands) == 1 and decision.dial and srv.array_works(self.peer) is None:
+        works = srv.array_works(self.peer) if srv.one_command else False
+        self.commands = set_variables(decision.variables(), one_command=works is not False)
+        if works is None and len(self.commands) == 1 and decision.dial:
             # SET VARIABLE answers 200 whether or not ARRAY() exists on this PBX: ask once
             self.commands.append(get_variable("ROUTE_DIAL"))
             self.verify = 1
@@ -313,11 +313,8 @@ class _Connection(asyncio.Protocol):
                                self.commands[self.sent - 1][:40].decode(errors="replace").strip(), reply.code,
                                reply.text[:80])
                     if self.sent == 1 and self.commands[0].startswith(b"SET VARIABLE ARRAY("):
-                        # refused as a whole: set the variables one by one instead
                         self.srv.stats["array-refused"] += 1
-                        self.commands = [set_variable(n, v) for n, v in self.decision.variables()]  # type: ignore[union-attr]
-                        self.sent = 0
-                        self.verify = -1
+                        self._one_by_one()
                 elif self.sent - 1 == self.verify:
                     self._array_checked(reply)
             if self.sent >= len(self.commands):
@@ -328,13 +325,21 @@ class _Connection(asyncio.Protocol):
 
     def _array_checked(self, reply: Reply) -> None:
         dial = channel_value(self.decision.dial)  # type: ignore[union-attr]
-        works = reply.text.strip() == f"result=1 ({dial})"
-        self.srv.array_checked(self.peer, works)
-        if not works:
-            throttled("array", logging.WARNING, "FastAGI %s: SET VARIABLE ARRAY(...) did not set ROUTE_DIAL "
-                      "(GET VARIABLE answered %r; func_strings not loaded?): setting variables one by one for "
-                      "this PBX", self._peer(), reply.text[:80])
-            self.commands.extend(set_variable(n, v) for n, v in self.decision.variables())  # type: ignore[union-attr,attr-defined]
+        if reply.text.strip() == f"result=1 ({dial})":
+            self.srv.array_checked(self.peer, True)
+            return
+        throttled("array", logging.WARNING, "FastAGI %s: SET VARIABLE ARRAY(...) did not set ROUTE_DIAL "
+                  "(GET VARIABLE answered %r; func_strings not loaded?): setting variables one by one for "
+                  "this PBX", self._peer(), reply.text[:80])
+        self._one_by_one()
+
+    def _one_by_one(self) -> None:
+        """ARRAY() was refused or set nothing: this call and this PBX's later ones get
+        one SET VARIABLE per variable."""
+        self.srv.array_checked(self.peer, False)
+        self.commands = set_variables(self.decision.variables(), one_command=False)  # type: ignore[union-attr]
+        self.sent = 0
+        self.verify = -1
 
     def _reply_deadline(self) -> None:
         self.timer = None

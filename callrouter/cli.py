@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from callrouter.config import ConfigError, DeviceMap, Settings, load_settings
+from callrouter.config import ConfigError, Settings, load_settings
+from callrouter.devices import DeviceMap
 
 log = logging.getLogger("callrouter")
 

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from callrouter.phone import DEFAULT_REGION
+
 DEFAULT_CONFIG_FILE = "callrouter.toml"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///callrouter.db"
 
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
                                       extra="forbid", frozen=True)
 
     database_url: str = DEFAULT_DATABASE_URL
-    default_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
+    default_region: str = Field(default=DEFAULT_REGION, pattern=r"^[A-Z]{2}$")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     rules_dir: str = "rules"
     pbx: tuple[PbxConfig, ...] = (PbxConfig(),)
@@ -131,41 +133,3 @@ def load_settings(path: str | Path | None = None, *, required: bool = False) -> 
     except ValidationError as e:
         problems = "; ".join(_describe(err) for err in e.errors())
         raise ConfigError(f"{file}: {problems}") from None
-
-
-class DeviceMap:
-    """Device (channel) -> manager extension. Configured devices first; otherwise the
-    extension in the channel name (`PJSIP/101-0000a1`, `Local/101@phones-00000003;1` -> 101)."""
-
-    def __init__(self, managers: tuple[ManagerConfig, ...] = ()):
-        self._by_device: dict[str, str] = {}
-        self.extensions = frozenset(m.extension for m in managers)
-        for m in managers:
-            for d in m.devices:
-                self._by_device[d.lower()] = m.extension
-
-    @staticmethod
-    def device_of(channel_name: str) -> str:
-        """`PJSIP/101-0000a1` -> `PJSIP/101`; `Local/101@phones-00000003;1` -> `Local/101@phones`."""
-        name = channel_name.split(";", 1)[0]
-        head, sep, tail = name.rpartition("-")
-        if sep and head and re.fullmatch(r"[0-9a-fA-F]{6,8}", tail):
-            return head
-        return name
-
-    def agent_of(self, channel_name: str) -> str | None:
-        """The manager extension behind a channel, or None when it is not an agent's device
-        (a trunk, a queue, a PSTN number). Unconfigured devices count when their resource is
-        extension-shaped (2-6 digits) or a configured extension."""
-        device = self.device_of(channel_name)
-        ext = self._by_device.get(device.lower())
-        if ext is not None:
-            return ext
-        _, _, res = device.partition("/")
-        res = res.split("@", 1)[0]
-        if res in self.extensions or _EXTENSION.fullmatch(res):
-            return res
-        return None
-
-
-_EXTENSION = re.compile(r"[0-9]{2,6}")

@@ -14,7 +14,8 @@ import signal
 
 from callrouter.agi.service import RoutingService
 from callrouter.ami.client import AmiSource
-from callrouter.config import DeviceMap, PbxConfig, Settings
+from callrouter.config import PbxConfig, Settings
+from callrouter.devices import DeviceMap
 from callrouter.pipeline import flush, track
 from callrouter.presence import Presence
 from callrouter.reporters import Reporter, StoreWriter

@@ -26,6 +26,8 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumber, region_code_for_country_code
 
+# the region caller IDs are read in when the config names none
+DEFAULT_REGION = "RU"
 # E.164 is at most 15 digits; formatting, an international prefix and spaces fit in 32.
 MAX_RAW_LENGTH = 32
 _NO_CALLER_ID = frozenset({"", "anonymous", "unknown", "<unknown>", "restricted", "private",
@@ -35,7 +37,7 @@ _NON_DIGITS = re.compile(r"\D")
 _MIN_DIGITS = 5  # shorter is an internal extension (101), a service code, not a phone number
 
 
-def normalize(raw: str | None, region: str = "RU") -> str | None:
+def normalize(raw: str | None, region: str = DEFAULT_REGION) -> str | None:
     """E.164 (`+79161234567`) for a dialable phone number, else None. Never raises."""
     if not isinstance(raw, str) or len(raw) > MAX_RAW_LENGTH + 8:
         return None  # checked before the cache: a 64 KB header must not be kept in it

@@ -9,7 +9,7 @@ Sources, per extension:
   whatever the device state says (PBXs without hints send no device states at all);
 - DND: managers/supervisors set it through the store; `load_dnd`/`set_dnd` keep it here.
 
-Devices map to extensions through `callrouter.config.DeviceMap` (configured manager
+Devices map to extensions through `callrouter.devices.DeviceMap` (configured manager
 devices first, else the extension in the channel name). After a gap in the AMI stream
 (`StreamGap`), an Asterisk restart (`FullyBooted`) or `Shutdown`, everything learned
 from events is forgotten: nothing known is "unknown", which routing treats as available
@@ -34,7 +34,7 @@ from callrouter.ami.events import (
     Shutdown,
     StreamGap,
 )
-from callrouter.config import DeviceMap
+from callrouter.devices import DeviceMap
 from callrouter.routing.types import AgentStatus, PresenceState
 
 _DEVICE_STATES: dict[str, PresenceState] = {

@@ -5,7 +5,8 @@ from pathlib import Path
 from callrouter.ami.capture import parse_raw_frame, read_events
 from callrouter.ami.events import (Channel, DeviceStateChange, ExtensionStatus, Hangup, Newchannel, Newstate,
                                    Rename, StreamGap, parse_event)
-from callrouter.config import DeviceMap, ManagerConfig
+from callrouter.config import ManagerConfig
+from callrouter.devices import DeviceMap
 from callrouter.presence import Presence
 from callrouter.routing.engine import decide
 from callrouter.routing.rules import load_rules

@@ -23,7 +23,8 @@ from typing import Any
 
 from callrouter.agi.decisionlog import DecisionLogProcess, DecisionRecorder
 from callrouter.agi.server import Answered, FastAgiServer
-from callrouter.config import DeviceMap, Settings
+from callrouter.config import Settings
+from callrouter.devices import DeviceMap
 from callrouter.presence import Presence
 from callrouter.routing.lookup import PhoneDirectory
 from callrouter.routing.router import Router

@@ -15,7 +15,9 @@ from typing import Any
 
 import click
 
-from callrouter.config import ConfigError, DeviceMap, Settings, load_settings
+from callrouter.config import ConfigError, Settings, load_settings
+from callrouter.devices import DeviceMap
+from callrouter.phone import DEFAULT_REGION
 from callrouter.routing.rules import RulesError, load_rules, rule_files
 
 
@@ -62,7 +64,7 @@ def rules_check(ctx: click.Context, directory: str | None, config: str | None) -
         except click.ClickException:
             if config:
                 raise
-            region = "RU"  # checking a directory needs no config; the default region will do
+            region = DEFAULT_REGION  # checking a directory needs no config; the default region will do
     try:
         loaded = load_rules(directory, region)
     except RulesError as e:

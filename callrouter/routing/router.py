@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from callrouter.phone import normalize
+from callrouter.phone import DEFAULT_REGION, normalize
 from callrouter.routing.engine import PresenceView, RouteDecision, decide
 from callrouter.routing.lookup import Lookup
 from callrouter.routing.rules import RuleSet
@@ -23,7 +23,7 @@ class Routed:
 
 class Router:
     def __init__(self, rules: RuleSet, lookup: Lookup, presence: PresenceView | None = None, *,
-                 region: str = "RU", devices: Mapping[str, Sequence[str]] | None = None,
+                 region: str = DEFAULT_REGION, devices: Mapping[str, Sequence[str]] | None = None,
                  default_dial: str = "Local/support@queues", default_timeout: int = 20):
         self.rules = rules
         self.lookup = lookup

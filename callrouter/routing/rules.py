@@ -28,7 +28,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
                       field_validator, model_validator)
 
-from callrouter.phone import normalize
+from callrouter.phone import DEFAULT_REGION, normalize
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def _problem_of(path: Path, data: dict, err: dict[str, Any]) -> Problem:
 _SINGLE_KEYS = ("timezone", "business_hours", "tiers", "owner_dial", "default_timeout", "display_name_max")
 
 
-def load_rules(directory: str | Path, region: str = "RU") -> Rules:
+def load_rules(directory: str | Path, region: str = DEFAULT_REGION) -> Rules:
     """Read, validate and compile every rules file in `directory`. Raises RulesError with
     every problem found; returns only rules that are entirely valid."""
     problems: list[Problem] = []
@@ -486,7 +486,7 @@ def load_rules(directory: str | Path, region: str = "RU") -> Rules:
     )
 
 
-def check_rules(directory: str | Path, region: str = "RU") -> list[Problem]:
+def check_rules(directory: str | Path, region: str = DEFAULT_REGION) -> list[Problem]:
     """Every problem in the rules directory ([] when the rules are usable)."""
     try:
         load_rules(directory, region)
@@ -502,7 +502,7 @@ class RuleSet:
     valid; otherwise the old rules keep running and the error is logged and kept in
     `last_error`. Readers take `ruleset.current` once per decision (an atomic reference)."""
 
-    def __init__(self, directory: str | Path, region: str = "RU", *, rules: Rules | None = None):
+    def __init__(self, directory: str | Path, region: str = DEFAULT_REGION, *, rules: Rules | None = None):
         self.directory = Path(directory)
         self.region = region
         self._rules = rules if rules is not None else load_rules(self.directory, region)

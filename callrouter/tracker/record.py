@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from callrouter.config import DeviceMap
+from callrouter.devices import DeviceMap
 from callrouter.phone import normalize
 from callrouter.records import CallRecord, Leg, Party, RouteInfo
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from callrouter.ami import events as ev
-from callrouter.config import DeviceMap
-from callrouter.phone import normalize
+from callrouter.devices import DeviceMap
+from callrouter.phone import DEFAULT_REGION, normalize
 from callrouter.records import CallRecord, Party, Transfer
 
 from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact
@@ -28,7 +28,7 @@ _FORGET_AFTER = 100_000  # uniqueids of finished calls remembered, to drop their
 
 
 class Tracker:
-    def __init__(self, pbx: str = "main", devices: DeviceMap | None = None, region: str = "RU"):
+    def __init__(self, pbx: str = "main", devices: DeviceMap | None = None, region: str = DEFAULT_REGION):
         self.pbx = pbx
         self.devices = devices or DeviceMap()
         self.region = region
@@ -480,7 +480,7 @@ _HANDLERS = {
 }
 
 
-def replay(events, pbx: str = "main", devices: DeviceMap | None = None, region: str = "RU") -> list[CallRecord]:
+def replay(events, pbx: str = "main", devices: DeviceMap | None = None, region: str = DEFAULT_REGION) -> list[CallRecord]:
     """Every finished call record of an event sequence (open calls at the end as incomplete)."""
     tracker = Tracker(pbx, devices, region)
     records: list[CallRecord] = []

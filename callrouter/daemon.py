@@ -1,83 +1,271 @@
-"""`callrouter run`: the router (FastAGI) and the call log (AMI -> store), until SIGTERM/SIGINT.
+"""The running daemon: one object that owns every part and every task.
 
-One TaskGroup owns the long-lived tasks (a pipeline per PBX, the store writer); the
-routing service (FastAGI server, decision writer, directory refresh) is started before
-them and closed after them. On a stop signal every AMI source is closed, events already
-read are still reduced, calls still in flight are written as incomplete records, the
-writer drains, then we exit.
+    daemon = Daemon(settings)
+    await daemon.run(stop)          # until `stop` is set (SIGTERM/SIGINT in `run_daemon`)
+
+`run` opens the store, builds the parts — presence, rules, phone directory, router,
+FastAGI server, decision log, route log, reporters (from config), and per PBX an AMI
+source with its call log — and runs every long-lived task in one TaskGroup. When `stop`
+is set it stops in one place, in this order: the FastAGI server stops accepting (calls
+in flight get a grace period), the AMI sources close (events already read are still
+walked; calls in flight become incomplete records), the reporters write what they hold,
+the decision log flushes, the periodic refreshes end. A PBX source that gives up stops
+the daemon the same way.
+
+What a web layer needs is here: `snapshot()` (live calls, presence, AMI links),
+`counters()`, `reload()` (SIGHUP: rules and DND), `set_dnd()`.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from callrouter.agi.service import RoutingService
+from callrouter.agi.server import FastAgiServer
 from callrouter.ami.client import AmiSource
+from callrouter.calllog.reporters import QueuedReporter
+from callrouter.calllog.routes import RouteLog
+from callrouter.calllog.storing import RecordWriter
+from callrouter.calllog.walk import CallLog, follow
 from callrouter.config import PbxConfig, Settings
 from callrouter.devices import DeviceMap
-from callrouter.pipeline import flush, track
-from callrouter.presence import Presence
-from callrouter.reporters import Reporter, StoreWriter
-from callrouter.routelog import RouteLog
+from callrouter.routing.lookup import PhoneDirectory
+from callrouter.routing.presence import Presence
+from callrouter.routing.router import Router
+from callrouter.routing.rules import RuleSet
+from callrouter.routing.types import AgentStatus
 from callrouter.store import Store
-from callrouter.tracker import Tracker
+from callrouter.tracker import LiveCall, Tracker
 
 log = logging.getLogger(__name__)
 
-
-async def _close_when(stop: asyncio.Event, source: AmiSource) -> None:
-    await stop.wait()
-    await source.aclose()
-
-
-async def run_pbx(cfg: PbxConfig, settings: Settings, reporters: list[Reporter], stop: asyncio.Event, *,
-                  presence: Presence | None = None, routes: RouteLog | None = None) -> None:
-    tracker = Tracker(cfg.name, DeviceMap(settings.managers), settings.default_region)
-    enrich = routes.enrich if routes is not None else None
-    try:
-        async with AmiSource(cfg) as source, asyncio.TaskGroup() as tg:
-            tg.create_task(_close_when(stop, source), name=f"stop-{cfg.name}")
-            await track(source.events(), tracker, reporters,
-                        observe=presence.apply if presence is not None else None, enrich=enrich)
-            stop.set()  # the source ended by itself (gave up): stop everything cleanly
-    finally:
-        open_calls = tracker.calls_in_flight
-        await flush(tracker, reporters, "daemon stopped with the call in progress", enrich)
-        log.info("%s: stopped; %d call(s) in flight written as incomplete", cfg.name, open_calls)
+STOP_GRACE = 2.0         # s: FastAGI calls in flight finish within this after stop
+DRAIN_TIMEOUT = 10.0     # s: reporters and the decision log write what they hold within this
+DIRECTORY_REFRESH = 300.0
+DND_REFRESH = 15.0
+STOPPED_MID_CALL = "daemon stopped with the call in progress"
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    async with Store(settings.database_url) as store:
-        await store.upsert_managers(settings.managers)
-        presence = Presence(DeviceMap(settings.managers))
-        routes = RouteLog()
-        routing = await RoutingService.start(settings, store, presence=presence, on_decision=routes.add)
-        log.info("routing: FastAGI on %s:%d", settings.agi.host, routing.port)
-        try:
-            writer = StoreWriter(store)
-            reporters: list[Reporter] = [writer]
+@dataclass(frozen=True, slots=True)
+class PbxSnapshot:
+    name: str
+    connected: bool
+    live_calls: tuple[LiveCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    pbx: tuple[PbxSnapshot, ...]
+    presence: dict[str, AgentStatus]
+
+
+class PbxLink:
+    """One PBX: its AMI source and its call log."""
+
+    def __init__(self, cfg: PbxConfig, calllog: CallLog):
+        self.cfg = cfg
+        self.calllog = calllog
+        self.source = AmiSource(cfg)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None,
+                 wait_for_directory: bool = False):
+        self.settings = settings
+        self._clock = clock
+        self._wait_for_directory = wait_for_directory
+        self.started = asyncio.Event()   # every part built, FastAGI listening
+        self.store: Any = None
+        self.devices: DeviceMap | None = None
+        self.presence: Presence | None = None
+        self.rules: RuleSet | None = None
+        self.directory: PhoneDirectory | None = None
+        self.router: Router | None = None
+        self.agi: FastAgiServer | None = None
+        self.decision_log: Any = None
+        self.routes: RouteLog | None = None
+        self.reporters: list[QueuedReporter] = []
+        self.pbxs: dict[str, PbxLink] = {}
+
+    # ------------------------------------------------------------------ building
+    def build_reporters(self, store: Any) -> list[QueuedReporter]:
+        """The consumers of call facts this config asks for (the store writer always)."""
+        return [RecordWriter(store)]
+
+    def _decision_log(self, store: Any) -> Any:
+        url = getattr(store, "url", None)
+        if self.settings.agi.decision_log == "process" and isinstance(url, str):
+            from callrouter.decisionlog.process import DecisionLogProcess
+            return DecisionLogProcess(url)
+        from callrouter.decisionlog.inline import InlineDecisionLog
+        return InlineDecisionLog(store)
+
+    async def _build(self, store: Any) -> None:
+        s = self.settings
+        self.store = store
+        await store.upsert_managers(s.managers)
+        self.devices = DeviceMap(s.managers)
+        self.presence = Presence(self.devices)
+        await self.refresh_dnd()
+        self.rules = RuleSet(s.rules_dir, s.default_region)  # bad rules fail the start: nothing to fall back to
+        self.directory = PhoneDirectory(store)
+        self.router = Router(self.rules, self.directory, self.presence, region=s.default_region,
+                             devices={m.extension: m.devices for m in s.managers if m.devices},
+                             default_dial=s.agi.default_dial, default_timeout=s.agi.default_timeout)
+        self.decision_log = self._decision_log(store)
+        self.routes = RouteLog()
+        self.agi = FastAgiServer(self.router, s.agi, recorder=self.decision_log,
+                                 pbx=s.pbx[0].name if s.pbx else "main",
+                                 pbx_by_peer={p.host: p.name for p in s.pbx}, clock=self._clock,
+                                 on_decision=self.routes.add)
+        self.reporters = self.build_reporters(store)
+        for cfg in s.pbx:
+            tracker = Tracker(cfg.name, self.devices, s.default_region)
+            calllog = CallLog(tracker, self.reporters, observers=[self.presence.apply], enrich=self.routes.enrich)
+            self.pbxs[cfg.name] = PbxLink(cfg, calllog)
+
+    # ------------------------------------------------------------------ running
+    async def run(self, stop: asyncio.Event) -> None:
+        async with Store(self.settings.database_url) as store:
+            await self._build(store)
+            assert self.agi is not None and self.directory is not None
+            await self.agi.start()
+            log.info("routing: FastAGI on %s:%d", self.agi.host, self.agi.port)
+            periodic: list[asyncio.Task] = []
             async with asyncio.TaskGroup() as tg:
-                writing = tg.create_task(writer.run(), name="store-writer")
-                try:
-                    async with asyncio.TaskGroup() as pbxs:
-                        for cfg in settings.pbx:
-                            pbxs.create_task(run_pbx(cfg, settings, reporters, stop, presence=presence,
-                                                     routes=routes), name=f"pbx-{cfg.name}")
-                finally:
-                    await writer.close()
-                await writing
-            log.info("stopped: %d call record(s) written", writer.saved)
+                log_task = tg.create_task(self.decision_log.run(), name="decision-log")
+                reporting = [tg.create_task(r.run(), name=f"reporter-{r.name}") for r in self.reporters]
+                loading = tg.create_task(self._load_directory(), name="directory-load")
+                if self._wait_for_directory:
+                    await asyncio.wait([loading])
+                periodic.append(tg.create_task(self._refresh_directory(loading), name="directory-refresh"))
+                periodic.append(tg.create_task(self._every(DND_REFRESH, self.refresh_dnd), name="dnd-refresh"))
+                pbx_tasks = [tg.create_task(self._run_pbx(link, stop), name=f"pbx-{name}")
+                             for name, link in self.pbxs.items()]
+                self.started.set()
+                await stop.wait()
+                await self._stop(pbx_tasks, reporting, log_task, periodic)
+            log.info("stopped: %d call record(s) written", sum(r.stats["saved"] for r in self.reporters))
+
+    async def _stop(self, pbx_tasks: list[asyncio.Task], reporting: list[asyncio.Task], log_task: asyncio.Task,
+                    periodic: list[asyncio.Task]) -> None:
+        assert self.agi is not None
+        await self.agi.close(STOP_GRACE)
+        for link in self.pbxs.values():
+            await link.source.aclose()
+        await asyncio.wait(pbx_tasks) if pbx_tasks else None
+        for r in self.reporters:
+            await r.close(DRAIN_TIMEOUT)
+        await asyncio.wait(reporting) if reporting else None
+        await self.decision_log.close(DRAIN_TIMEOUT)
+        await log_task
+        for t in periodic:
+            t.cancel()
+
+    async def _run_pbx(self, link: PbxLink, stop: asyncio.Event) -> None:
+        calllog = link.calllog
+        try:
+            async with link.source as source:
+                await follow(source.events(), calllog)
+            if not stop.is_set():
+                log.error("%s: the AMI source gave up; stopping", link.cfg.name)
+                stop.set()
         finally:
-            await routing.close()
+            open_calls = calllog.tracker.calls_in_flight
+            calllog.close(STOPPED_MID_CALL)
+            log.info("%s: stopped; %d call(s) in flight written as incomplete", link.cfg.name, open_calls)
+
+    async def _load_directory(self) -> None:
+        assert self.directory is not None
+        try:
+            await self.directory.load()
+        except Exception:  # noqa: BLE001 - routing asks the store until a refresh works
+            log.exception("phone directory: first load failed; routing asks the store until a refresh works")
+
+    async def _refresh_directory(self, first_load: asyncio.Task) -> None:
+        assert self.directory is not None
+        await asyncio.wait([first_load])
+        await self.directory.run_refresher(DIRECTORY_REFRESH)
+
+    @staticmethod
+    async def _every(interval: float, fn: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await fn()
+
+    # ------------------------------------------------------------------ what others ask of it
+    async def refresh_dnd(self) -> None:
+        assert self.presence is not None
+        try:
+            self.presence.load_dnd(await self.store.dnd_extensions())
+        except Exception:  # noqa: BLE001 - keep the DND set we have
+            log.exception("could not read DND from the store; keeping the previous DND set")
+
+    async def set_dnd(self, extension: str, on: bool) -> None:
+        """DND in the store and at once in routing."""
+        assert self.presence is not None
+        await self.store.set_dnd(extension, on)
+        self.presence.set_dnd(extension, on)
+
+    def reload(self) -> None:
+        """SIGHUP: the rules (a bad file keeps the old ones) and DND from the store."""
+        if self.rules is not None:
+            self.rules.reload()
+        if self.presence is not None:
+            asyncio.get_running_loop().create_task(self.refresh_dnd(), name="dnd-reload")
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            pbx=tuple(PbxSnapshot(name, link.source.connected, tuple(link.calllog.tracker.live_calls()))
+                      for name, link in self.pbxs.items()),
+            presence=self.presence.snapshot() if self.presence is not None else {})
+
+    def counters(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, link in self.pbxs.items():
+            for k, v in link.calllog.stats.items():
+                out[f"calllog.{name}.{k}"] = v
+            out[f"calllog.{name}.in_flight"] = link.calllog.tracker.calls_in_flight
+        for r in self.reporters:
+            for k, v in r.stats.items():
+                out[f"reporter.{r.name}.{k}"] = v
+            out[f"reporter.{r.name}.depth"] = r.depth
+        if self.agi is not None:
+            for k, v in self.agi.stats.items():
+                out[f"agi.{k}"] = v
+        if self.decision_log is not None:
+            for k, v in self.decision_log.stats.items():
+                out[f"decision_log.{k}"] = v
+            out["decision_log.pending"] = self.decision_log.pending
+        return out
 
 
-def run(settings: Settings) -> None:
+def install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reload: Callable[[], Any]) -> None:
+    """SIGTERM/SIGINT stop; SIGHUP reloads (where the platform has it)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def _on_hup() -> None:
+        try:
+            reload()
+        except Exception:  # noqa: BLE001 - a reload must never take the daemon down
+            log.exception("SIGHUP reload failed")
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, _on_hup)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        log.warning("SIGHUP reload not available on this platform")
+
+
+def run_daemon(settings: Settings) -> None:
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
+        daemon = Daemon(settings)
+        install_signals(asyncio.get_running_loop(), stop, daemon.reload)
+        await daemon.run(stop)
 
     asyncio.run(main())

@@ -17,7 +17,7 @@ from callrouter.agi.decisionlog import DecisionRecorder
 from callrouter.agi.server import FastAgiServer
 from callrouter.agi.service import RoutingService
 from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings
-from callrouter.presence import Presence
+from callrouter.routing.presence import Presence
 from callrouter.routing.lookup import PhoneDirectory, StoreLookup
 from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet

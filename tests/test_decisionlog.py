@@ -17,7 +17,7 @@ from callrouter.agi.decisionlog import MAX_FRAME_BYTES, DecisionLogProcess, Logg
 from callrouter.agi.probe import agi_call, route_request
 from callrouter.agi.server import Answered, FastAgiServer
 from callrouter.config import AgiConfig
-from callrouter.presence import Presence
+from callrouter.routing.presence import Presence
 from callrouter.routing.lookup import PhoneDirectory
 from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet

@@ -7,7 +7,7 @@ from callrouter.ami.events import (Channel, DeviceStateChange, ExtensionStatus, 
                                    Rename, StreamGap, parse_event)
 from callrouter.config import ManagerConfig
 from callrouter.devices import DeviceMap
-from callrouter.presence import Presence
+from callrouter.routing.presence import Presence
 from callrouter.routing.engine import decide
 from callrouter.routing.rules import load_rules
 from callrouter.routing.types import ClientInfo

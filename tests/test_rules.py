@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from callrouter.routing.cli import rules as rules_cli
+from callrouter.cli.routing import rules as rules_cli
+from callrouter.daemon import install_signals
 from callrouter.routing.rules import RulesError, RuleSet, check_rules, load_rules
 
 SHIPPED = Path(__file__).resolve().parents[1] / "rules"
@@ -171,7 +172,7 @@ async def test_sighup_reloads_and_a_broken_file_keeps_the_old_rules(tmp_path):
     rs = RuleSet(tmp_path)
     loop = asyncio.get_running_loop()
     hooked = asyncio.Event()
-    rs.install_sighup(loop, also=[hooked.set])
+    install_signals(loop, asyncio.Event(), lambda: (rs.reload(), hooked.set()))
     try:
         f.write_text(MINIMAL + "  - {name: added, dial: Local/x@queues}\n", encoding="utf-8")
         os.kill(os.getpid(), signal.SIGHUP)
@@ -186,7 +187,8 @@ async def test_sighup_reloads_and_a_broken_file_keeps_the_old_rules(tmp_path):
         assert rs.current is good
         assert "rule 'tier'" in str(rs.last_error)
     finally:
-        loop.remove_signal_handler(signal.SIGHUP)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 # ------------------------------------------------------------------ rules check

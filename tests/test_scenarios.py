@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from callrouter.ami.client import AmiSource
+from callrouter.calllog.reporters import RecordCollector
+from callrouter.calllog.storing import RecordWriter
+from callrouter.calllog.walk import CallLog, follow
 from callrouter.config import PbxConfig
-from callrouter.pipeline import flush, track
 from callrouter.records import CallRecord
-from callrouter.reporters import RecordCollector, StoreWriter
 from callrouter.store import Store
 from callrouter.tracker import Tracker
 from expectations import differences
@@ -25,8 +26,8 @@ SCENARIOS = sorted(p.name[: -len(".expect.json")] for p in RECORDINGS.glob("*.ex
 
 async def run_through_daemon_path(frames: list[str], store: Store) -> list[CallRecord]:
     seen = RecordCollector()  # which calls finished, to read them back from the store
-    writer = StoreWriter(store)
-    tracker = Tracker("main")
+    writer = RecordWriter(store)
+    calllog = CallLog(Tracker("main"), [writer, seen])
     async with FakeAmi(frames) as ami:
         cfg = PbxConfig(name="main", host="127.0.0.1", port=ami.port, username="callrouter",
                         secret="s3cret", reconnect_min=0.05, reconnect_max=0.2)
@@ -39,8 +40,8 @@ async def run_through_daemon_path(frames: list[str], store: Store) -> list[CallR
                         await asyncio.sleep(0.01)
                     await source.aclose()
                 tg.create_task(close_when_served())
-                await track(source.events(), tracker, [writer, seen])
-            await flush(tracker, [writer, seen], "capture ended")
+                await follow(source.events(), calllog)
+            calllog.close("capture ended")
             await writer.close()
             await writing
     assert writer.saved == len(seen.records)

@@ -20,7 +20,7 @@ Each test cites where its event order comes from. Sources:
 [VM]  app_voicemail: VoiceMail() answers the caller after Dial() gave up (NOANSWER); the caller ends with a BYE
 """
 from callrouter.ami.events import parse_event
-from callrouter.tracker import replay
+from callrouter.calllog.walk import replay_records as replay
 from callrouter.tracker.facts import AgentAnswered, AgentEnded, AgentRinging
 from callrouter.tracker.tracker import Tracker
 

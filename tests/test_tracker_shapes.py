@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from callrouter.ami.events import StreamGap, parse_event
-from callrouter.tracker import replay
+from callrouter.calllog.walk import replay_records as replay
 
 from pbxsim import Pbx
 

@@ -1,6 +1,5 @@
-"""FastAGI edge: Asterisk asks `agi://callrouter:4573/route` where to send a call."""
-from callrouter.agi.decisionlog import DecisionLogProcess, DecisionRecorder
-from callrouter.agi.server import Answered, FastAgiServer
-from callrouter.agi.service import RoutingService
+"""FastAGI edge: Asterisk asks `agi://callrouter:4573/route` where to send a call.
 
-__all__ = ["Answered", "DecisionLogProcess", "DecisionRecorder", "FastAgiServer", "RoutingService"]
+`protocol` (pure: parsing and quoting) and `server` (the asyncio server). Import the
+modules themselves: this package imports nothing.
+"""

@@ -1,10 +1,7 @@
-"""Routing core: phone lookup, rules, the pure decision, and the Router tying them together."""
-from callrouter.routing.engine import RouteDecision, decide, default_decision, sanitize_display
-from callrouter.routing.lookup import PhoneDirectory, PhoneIndex, StoreLookup
-from callrouter.routing.router import Routed, Router
-from callrouter.routing.rules import Problem, Rules, RulesError, RuleSet, check_rules, load_rules
-from callrouter.routing.types import AgentStatus, ClientInfo, LookupResult
+"""Routing: caller ID -> client (lookup: in-memory directory over the store) -> rules
+(rules: the validated model; engine: the pure decision) -> a RouteDecision, with
+presence (who is free, learned from AMI) and the Router tying the live pieces together.
 
-__all__ = ["AgentStatus", "ClientInfo", "LookupResult", "PhoneDirectory", "PhoneIndex", "Problem", "RouteDecision",
-           "Routed", "Router", "Rules", "RulesError", "RuleSet", "StoreLookup", "check_rules", "decide",
-           "default_decision", "load_rules", "sanitize_display"]
+Import the modules themselves; this package imports nothing, so the pure parts
+(rules, engine, types, presence) load without the async directory.
+"""

@@ -391,24 +391,15 @@ class PhoneDirectory:
                 log.exception("phone directory refresh failed; the previous snapshot stays in use")
 
     async def _iter_clients(self) -> AsyncIterator[ClientInfo]:
-        """Every client's routing fields. Streams the clients table read-only through the
-        store's engine; a store without one is read via get_clients in chunks."""
-        engine = getattr(self._store, "engine", None)
-        if engine is not None:
-            from sqlalchemy import select
-
-            from callrouter.store.schema import ClientRow
-
-            t = ClientRow.__table__
-            async with engine.connect() as conn:
-                result = await conn.stream(
-                    select(t.c.id, t.c.name, t.c.owner_extension, t.c.monthly_turnover, t.c.tier, t.c.problem,
-                           t.c.blocked).execution_options(yield_per=self._batch))
-                async for rows in result.partitions():
-                    for r in rows:
-                        yield ClientInfo(id=r[0], name=r[1] or "", owner_extension=r[2] or None,
-                                         monthly_turnover=None if r[3] is None else float(r[3]),
-                                         tier=r[4] or None, problem=bool(r[5]), blocked=bool(r[6]))
+        """Every client's routing fields: streamed by a store that offers
+        `iter_client_fields`, else read via get_clients in chunks."""
+        stream = getattr(self._store, "iter_client_fields", None)
+        if stream is not None:
+            async with aclosing(stream(self._batch)) as rows:
+                async for r in rows:
+                    yield ClientInfo(id=r[0], name=r[1] or "", owner_extension=r[2] or None,
+                                     monthly_turnover=None if r[3] is None else float(r[3]),
+                                     tier=r[4] or None, problem=bool(r[5]), blocked=bool(r[6]))
             return
         ids: list[str] = []
         async with aclosing(self._store.iter_phone_index()) as it:

@@ -1,5 +1,5 @@
 """Routing rules: `rules/*.yaml` -> validated, compiled, immutable `Rules`; `RuleSet` holds the
-running rules and reloads them (SIGHUP) without ever dropping to "no rules".
+running rules and reloads them (the daemon calls `reload` on SIGHUP) without ever dropping to "no rules".
 
 Files are read in name order and merged: `rules:` lists are concatenated (first match
 wins, across files too), `holidays`/`special_days` are merged, and every other key
@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import asyncio
-import signal
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -508,7 +505,6 @@ class RuleSet:
         self._rules = rules if rules is not None else load_rules(self.directory, region)
         self.version = 1
         self.last_error: RulesError | None = None
-        self._lock = threading.Lock()
 
     @property
     def current(self) -> Rules:
@@ -516,40 +512,24 @@ class RuleSet:
 
     def reload(self) -> bool:
         """True when new rules were loaded; False (old rules kept, error logged) otherwise."""
-        with self._lock:
-            try:
-                new = load_rules(self.directory, self.region)
-            except RulesError as e:
-                self.last_error = e
-                log.error("rules reload failed, keeping the previous rules (version %d): %s",
-                          self.version, e)
-                return False
-            except Exception as e:  # noqa: BLE001 - a reload must never take the router down
-                self.last_error = RulesError([Problem(str(self.directory), None, f"{type(e).__name__}: {e}")])
-                log.exception("rules reload failed unexpectedly, keeping the previous rules")
-                return False
-            self._rules = new
-            self.version += 1
-            self.last_error = None
-            log.info("rules reloaded from %s: %d rules (version %d)", self.directory, len(new.rules),
-                     self.version)
-            return True
-
-    def install_sighup(self, loop: asyncio.AbstractEventLoop | None = None,
-                       also: Iterable[Any] = ()) -> None:
-        """Reload on SIGHUP (Unix). `also`: extra zero-argument callables run after the reload."""
-        loop = loop or asyncio.get_running_loop()
-        extra = tuple(also)
-
-        def _on_hup() -> None:
-            self.reload()
-            for fn in extra:
-                try:
-                    fn()
-                except Exception:  # noqa: BLE001
-                    log.exception("SIGHUP hook failed")
-
-        loop.add_signal_handler(signal.SIGHUP, _on_hup)
+        # called on the daemon's event loop (SIGHUP): never two reloads at once
+        try:
+            new = load_rules(self.directory, self.region)
+        except RulesError as e:
+            self.last_error = e
+            log.error("rules reload failed, keeping the previous rules (version %d): %s",
+                      self.version, e)
+            return False
+        except Exception as e:  # noqa: BLE001 - a reload must never take the router down
+            self.last_error = RulesError([Problem(str(self.directory), None, f"{type(e).__name__}: {e}")])
+            log.exception("rules reload failed unexpectedly, keeping the previous rules")
+            return False
+        self._rules = new
+        self.version += 1
+        self.last_error = None
+        log.info("rules reloaded from %s: %d rules (version %d)", self.directory, len(new.rules),
+                 self.version)
+        return True
 
 
 __all__ = ["DialString", "Problem", "Rule", "Rules", "RulesError", "RulesFile", "RuleSet", "Tier", "When",

@@ -104,6 +104,18 @@ async def iter_phone_index(engine: AsyncEngine, batch: int = 10_000) -> AsyncIte
                 yield phone, client_id
 
 
+async def iter_client_fields(engine: AsyncEngine, batch: int = 5_000) -> AsyncIterator[tuple]:
+    """Stream every client's routing fields as plain tuples (id, name, owner_extension,
+    monthly_turnover, tier, problem, blocked), read-only, for the in-memory directory."""
+    async with engine.connect() as conn:
+        result = await conn.stream(
+            select(_clients.c.id, _clients.c.name, _clients.c.owner_extension, _clients.c.monthly_turnover,
+                   _clients.c.tier, _clients.c.problem, _clients.c.blocked).execution_options(yield_per=batch))
+        async for rows in result.partitions():
+            for r in rows:
+                yield tuple(r)
+
+
 async def _load(conn: AsyncConnection, ids: list[str]) -> dict[str, Client]:
     if not ids:
         return {}

@@ -102,6 +102,10 @@ class Store:
     def iter_phone_index(self) -> AsyncIterator[tuple[str, str]]:
         return clients.iter_phone_index(self.engine)
 
+    def iter_client_fields(self, batch: int = 5_000) -> AsyncIterator[tuple]:
+        """(id, name, owner_extension, monthly_turnover, tier, problem, blocked) of every client."""
+        return clients.iter_client_fields(self.engine, batch)
+
     # routing audit and leads
     async def save_route_decision(self, row: RouteDecisionRow) -> None:
         async with self.engine.begin() as conn:

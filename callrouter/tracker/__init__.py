@@ -1,5 +1,5 @@
 """The call tracker: AMI events in, call facts out. Pure: no IO, no clock."""
-from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact
-from .tracker import Tracker, replay
+from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact, LiveCall
+from .tracker import Tracker
 
-__all__ = ["AgentAnswered", "AgentEnded", "AgentRinging", "CallFinished", "Fact", "Tracker", "replay"]
+__all__ = ["AgentAnswered", "AgentEnded", "AgentRinging", "CallFinished", "Fact", "LiveCall", "Tracker"]

@@ -48,4 +48,16 @@ class CallFinished:
     ids: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """A call in flight, as a snapshot for dashboards (not a fact: nothing happened)."""
+    pbx: str
+    call_id: str
+    started_at: datetime | None
+    caller_raw: str
+    caller_name: str
+    ringing: tuple[str, ...]   # agents whose phone rings now
+    answered: bool
+
+
 Fact = AgentRinging | AgentAnswered | AgentEnded | CallFinished

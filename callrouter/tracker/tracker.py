@@ -18,7 +18,7 @@ from callrouter.devices import DeviceMap
 from callrouter.phone import DEFAULT_REGION, normalize
 from callrouter.records import CallRecord, Party, Transfer
 
-from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact
+from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact, LiveCall
 from .record import build_record, leg_result_of_status, wall_clock as _dt
 from .state import CallState, ChannelState, LegState, Signal
 
@@ -45,6 +45,16 @@ class Tracker:
     @property
     def calls_in_flight(self) -> int:
         return len({id(c) for c in self._call_of.values()})
+
+    def live_calls(self) -> list[LiveCall]:
+        """The calls in flight now, oldest first."""
+        out = []
+        for call in self._live_calls():
+            first = self._channels[call.key]
+            out.append(LiveCall(self.pbx, first.first_linkedid, _dt(first.created_at), first.caller_num,
+                                first.caller_name, tuple(sorted(call.ringing_agents)),
+                                any(leg.answered_at is not None or leg.answered_seq is not None for leg in call.legs)))
+        return out
 
     def feed(self, event: ev.AmiEvent) -> list[Fact]:
         self._seq += 1
@@ -478,14 +488,3 @@ _HANDLERS = {
     ev.Rename: Tracker._on_rename,
     ev.StreamGap: Tracker._on_gap,
 }
-
-
-def replay(events, pbx: str = "main", devices: DeviceMap | None = None, region: str = DEFAULT_REGION) -> list[CallRecord]:
-    """Every finished call record of an event sequence (open calls at the end as incomplete)."""
-    tracker = Tracker(pbx, devices, region)
-    records: list[CallRecord] = []
-    for event in events:
-        records.extend(f.record for f in tracker.feed(event) if isinstance(f, CallFinished))
-    records.extend(f.record for f in tracker.close("capture ended with the call in progress")
-                   if isinstance(f, CallFinished))
-    return records

@@ -26,8 +26,8 @@ from panoramisk import Manager  # noqa: E402
 
 from callrouter.ami.client import AmiSource  # noqa: E402
 from callrouter.config import PbxConfig  # noqa: E402
-from callrouter.pipeline import track  # noqa: E402
-from callrouter.reporters import StoreWriter  # noqa: E402
+from callrouter.calllog.storing import RecordWriter  # noqa: E402
+from callrouter.calllog.walk import CallLog, follow  # noqa: E402
 from callrouter.store import Store, upgrade  # noqa: E402
 from callrouter.tracker import Tracker  # noqa: E402
 from fakeami import FakeAmi, load_recording  # noqa: E402
@@ -74,8 +74,8 @@ async def end_to_end(frames: list[str], calls: int, db: Path) -> tuple[float, in
     url = f"sqlite+aiosqlite:///{db}"
     await upgrade(url)
     async with Store(url) as store, FakeAmi(frames) as ami:
-        writer = StoreWriter(store)
-        tracker = Tracker("bench")
+        writer = RecordWriter(store)
+        calllog = CallLog(Tracker("bench"), [writer])
         cfg = PbxConfig(name="bench", port=ami.port, username="bench", secret="bench")
         t0 = time.perf_counter()
         async with asyncio.TaskGroup() as tg:
@@ -86,7 +86,7 @@ async def end_to_end(frames: list[str], calls: int, db: Path) -> tuple[float, in
                         await asyncio.sleep(0.01)
                     await source.aclose()
                 tg.create_task(stop_when_all_calls_saved())
-                await track(source.events(), tracker, [writer])
+                await follow(source.events(), calllog)
             await writer.close()
             await writing
         elapsed = time.perf_counter() - t0

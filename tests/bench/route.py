@@ -136,7 +136,7 @@ async def serve_router(db: Path, port_out, log_decisions: bool = True, set_varia
     from callrouter.agi.server import FastAgiServer
     from callrouter.ami.events import DeviceStateChange
     from callrouter.config import AgiConfig
-    from callrouter.presence import Presence
+    from callrouter.routing.presence import Presence
     from callrouter.routing.lookup import PhoneDirectory
     from callrouter.routing.router import Router
     from callrouter.routing.rules import RuleSet

@@ -1,10 +1,4 @@
-"""`callrouter rules check [DIR]` and `callrouter route NUMBER [--at ISO-TIME]`.
-
-Wire into the main group: `main.add_command(rules)` and `main.add_command(route)`.
-Settings come from, in order: the command's own `--config PATH`, a `Settings` object
-the parent group put in the click context (`ctx.obj`, or `ctx.obj["settings"]`), or
-`load_settings()` (callrouter.toml in the working directory, plus CALLROUTER_* env).
-"""
+"""`callrouter rules check [DIR]` and `callrouter route NUMBER [--at ISO-TIME]`."""
 from __future__ import annotations
 
 import asyncio
@@ -15,52 +9,34 @@ from typing import Any
 
 import click
 
-from callrouter.config import ConfigError, Settings, load_settings
+from callrouter.config import Settings
 from callrouter.devices import DeviceMap
 from callrouter.phone import DEFAULT_REGION
 from callrouter.routing.rules import RulesError, load_rules, rule_files
 
-
-def _settings(ctx: click.Context, config: str | None) -> Settings:
-    try:
-        if config:
-            return load_settings(config, required=True)
-        obj = ctx.find_object(Settings)
-        if obj is not None:
-            return obj
-        root = ctx.find_root().obj
-        if isinstance(root, dict):
-            if isinstance(root.get("settings"), Settings):
-                return root["settings"]
-            if root.get("config"):
-                return load_settings(root["config"])
-        return load_settings()
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+from . import main
+from .common import config_option, settings_of
 
 
-_config_option = click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-                              help="callrouter.toml to use (default: the main --config or ./callrouter.toml)")
 
-
-@click.group("rules")
+@main.group("rules")
 def rules() -> None:
     """Routing rules (rules/*.yaml)."""
 
 
 @rules.command("check")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@_config_option
+@config_option
 @click.pass_context
 def rules_check(ctx: click.Context, directory: str | None, config: str | None) -> None:
     """Validate every rules file in DIRECTORY (default: rules_dir of the config).
     Prints each problem as FILE: rule 'NAME': PROBLEM; exits 1 when there is any."""
     if directory is None:
-        s = _settings(ctx, config)
+        s = settings_of(ctx, config)
         directory, region = s.rules_dir, s.default_region
     else:
         try:
-            region = _settings(ctx, config).default_region
+            region = settings_of(ctx, config).default_region
         except click.ClickException:
             if config:
                 raise
@@ -82,20 +58,20 @@ def rules_check(ctx: click.Context, directory: str | None, config: str | None) -
                f"{len(loaded.holidays)} holidays")
 
 
-@click.command("route")
+@main.command("route")
 @click.argument("number")
 @click.option("--at", "at", default=None, metavar="ISO-TIME",
               help="time of the call (default now); without an offset it is the rules' time zone")
 @click.option("--rules", "rules_dir", default=None, type=click.Path(file_okay=False),
               help="rules directory (default: rules_dir of the config)")
 @click.option("--json", "as_json", is_flag=True, help="print the decision as JSON")
-@_config_option
+@config_option
 @click.pass_context
 def route(ctx: click.Context, number: str, at: str | None, rules_dir: str | None, as_json: bool,
           config: str | None) -> None:
     """Show where a call from NUMBER would go, and why, without a PBX (clients and DND
     from the configured store; the phones' live state is unknown here: available)."""
-    s = _settings(ctx, config)
+    s = settings_of(ctx, config)
     try:
         when = datetime.fromisoformat(at) if at else datetime.now(UTC)
     except ValueError:
@@ -131,7 +107,7 @@ def route(ctx: click.Context, number: str, at: str | None, rules_dir: str | None
 
 async def _route(s: Settings, loaded: Any, number: str, when: datetime) -> dict[str, Any]:
     from callrouter.phone import normalize
-    from callrouter.presence import Presence
+    from callrouter.routing.presence import Presence
     from callrouter.routing.engine import decide
     from callrouter.routing.lookup import StoreLookup
     from callrouter.store import SchemaNotCurrent, Store
@@ -142,7 +118,7 @@ async def _route(s: Settings, loaded: Any, number: str, when: datetime) -> dict[
             found = await StoreLookup(store).lookup(caller)
             presence = Presence(DeviceMap(s.managers), dnd=await store.dnd_extensions())
     except SchemaNotCurrent as e:
-        raise click.ClickException(f"{e} (run `callrouter db upgrade`)") from None
+        raise click.ClickException(str(e)) from None
     decision = decide(caller, found.clients, presence, when, loaded, raw_caller=number,
                       devices={m.extension: m.devices for m in s.managers if m.devices},
                       default_dial=s.agi.default_dial, default_timeout=s.agi.default_timeout)

@@ -1,0 +1,3 @@
+from callrouter.cli import main
+
+main()

@@ -1,6 +1,6 @@
 """The finished call record: the contract shared by replay, the store, the API and the CRM webhook.
 
-Field meanings are fixed by shared/DESIGN.md ("Call record"); extra keys are allowed,
+Field meanings are fixed by docs/design.md ("Call record"); extra keys are allowed,
 existing ones keep their meaning.
 """
 from __future__ import annotations

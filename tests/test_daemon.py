@@ -113,7 +113,7 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
 
     from callrouter.agi.probe import agi_call
     from callrouter.config import load_settings
-    from callrouter.daemon import serve
+    from callrouter.daemon import Daemon
     from callrouter.store import Client
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
@@ -130,7 +130,7 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
                           f'[[pbx]]\nname = "lab"\nport = {ami.port}\n'
                           f'[[managers]]\nextension = "101"\ndevices = ["Local/101@phones"]\n')
         stop = asyncio.Event()
-        daemon = asyncio.create_task(serve(load_settings(config), stop))
+        daemon = asyncio.create_task(Daemon(load_settings(config)).run(stop))
         try:
             async def logged_in() -> bool:
                 return bool(ami.logins)

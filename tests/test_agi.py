@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from callrouter.agi.probe import agi_call, parse_set_variable, route_request
+from agisim import agi_call, parse_set_variable, route_request
 from callrouter.agi.protocol import parse_header, quote, set_variables
 from callrouter.agi.decisionlog import DecisionRecorder
 from callrouter.agi.server import FastAgiServer

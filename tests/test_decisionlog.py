@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from callrouter.agi.decisionlog import MAX_FRAME_BYTES, DecisionLogProcess, LoggedDecision, _frames, _LENGTH
-from callrouter.agi.probe import agi_call, route_request
+from agisim import agi_call, route_request
 from callrouter.agi.server import Answered, FastAgiServer
 from callrouter.config import AgiConfig
 from callrouter.presence import Presence

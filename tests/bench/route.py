@@ -39,6 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # agisim, the Asterisk side
 
 RULES_DIR = ROOT / "rules"
 MONDAY_10 = datetime.fromisoformat("2026-11-23T10:00:00+03:00")  # business hours: the full rule path
@@ -292,7 +293,7 @@ class _Asterisk(asyncio.Protocol):
 
     def _get(self, data: bytes) -> bytes:
         """Answer GET VARIABLE as Asterisk would, from the SET VARIABLE lines seen before."""
-        from callrouter.agi.probe import agi_args, parse_set_variable
+        from agisim import agi_args, parse_set_variable
 
         name = agi_args(data.decode())[2]
         values = dict(kv for line in self.last.decode().splitlines(True) for kv in parse_set_variable(line) or ())

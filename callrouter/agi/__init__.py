@@ -1,6 +1,9 @@
-"""FastAGI edge: Asterisk asks `agi://callrouter:4573/route` where to send a call."""
-from callrouter.agi.decisionlog import DecisionLogProcess, DecisionRecorder
-from callrouter.agi.server import Answered, FastAgiServer
-from callrouter.agi.service import RoutingService
+"""FastAGI edge: Asterisk asks `agi://callrouter:4573/route` where to send a call.
 
-__all__ = ["Answered", "DecisionLogProcess", "DecisionRecorder", "FastAgiServer", "RoutingService"]
+- `protocol`: the FastAGI wire format (header block, SET/GET VARIABLE, replies); pure;
+- `server`: `FastAgiServer`, one `asyncio.Protocol` per call, answering from the Router
+  and handing each answer (`callrouter.routing.decision.RoutedCall`) to a recorder;
+- `service`: `RoutingService`, the routing side of the daemon wired together.
+
+Nothing is imported here: importing `callrouter.agi.protocol` loads only the protocol.
+"""

@@ -8,7 +8,7 @@
 `start` loads the rules (a bad rules directory fails the start: there is nothing
 to fall back to yet), loads DND from the store, builds the phone directory (calls
 arriving meanwhile are routed through the store), starts the decision log (its own
-process, see callrouter.agi.decisionlog), the FastAGI server, the periodic refreshes,
+process, see callrouter.decisionlog), the FastAGI server, the periodic refreshes,
 and SIGHUP handling (reload rules and DND).
 """
 from __future__ import annotations
@@ -21,11 +21,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from callrouter.agi.decisionlog import DecisionLogProcess, DecisionRecorder
-from callrouter.agi.server import Answered, FastAgiServer
+from callrouter.agi.server import FastAgiServer
 from callrouter.config import Settings
+from callrouter.decisionlog.inline import InlineDecisionLog
+from callrouter.decisionlog.process import DecisionLogProcess
 from callrouter.devices import DeviceMap
 from callrouter.presence import Presence
+from callrouter.routing.decision import RoutedCall
 from callrouter.routing.lookup import PhoneDirectory
 from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet
@@ -38,7 +40,7 @@ class RoutingService:
                  rules: RuleSet | None = None, directory: PhoneDirectory | None = None,
                  host: str | None = None, port: int | None = None, clock: Callable[[], datetime] | None = None,
                  directory_refresh: float = 300.0, dnd_refresh: float = 15.0, recorder_queue: int = 10_000,
-                 on_decision: Callable[[Answered], None] | None = None):
+                 on_decision: Callable[[RoutedCall], None] | None = None):
         self.settings = settings
         self.store = store
         self.presence = presence or Presence(DeviceMap(settings.managers))
@@ -48,11 +50,11 @@ class RoutingService:
                              devices={m.extension: m.devices for m in settings.managers if m.devices},
                              default_dial=settings.agi.default_dial, default_timeout=settings.agi.default_timeout)
         url = getattr(store, "url", None)
-        self.recorder: DecisionLogProcess | DecisionRecorder
+        self.recorder: DecisionLogProcess | InlineDecisionLog
         if settings.agi.decision_log == "process" and isinstance(url, str):
             self.recorder = DecisionLogProcess(url, maxsize=recorder_queue)
         else:
-            self.recorder = DecisionRecorder(store, maxsize=recorder_queue)
+            self.recorder = InlineDecisionLog(store, maxsize=recorder_queue)
         self.server = FastAgiServer(self.router, settings.agi, recorder=self.recorder,
                                     pbx=settings.pbx[0].name if settings.pbx else "main",
                                     pbx_by_peer={p.host: p.name for p in settings.pbx}, clock=clock,
@@ -60,6 +62,7 @@ class RoutingService:
         self._directory_refresh = directory_refresh
         self._dnd_refresh = dnd_refresh
         self._tasks: list[asyncio.Task] = []
+        self._log_task: asyncio.Task | None = None
         self._sighup = False
 
     @classmethod
@@ -67,7 +70,7 @@ class RoutingService:
         wait_for_directory = kwargs.pop("wait_for_directory", False)
         self = cls(settings, store, **kwargs)
         await self.refresh_dnd()
-        self.recorder.start()
+        self._log_task = asyncio.create_task(self.recorder.run(), name="route-decision-log")
         await self.server.start()
         load = asyncio.create_task(self._load_directory(), name="phone-directory-load")
         self._tasks.append(load)
@@ -125,4 +128,8 @@ class RoutingService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
-        await self.recorder.close()
+        await self.recorder.close()  # ... and its run() returns
+        if self._log_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._log_task, 5.0)
+            self._log_task = None

@@ -5,24 +5,27 @@ store, and the decision log in the real store."""
 import asyncio
 import json
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from callrouter.agi.probe import agi_call, parse_set_variable, route_request
+from agisim import agi_call, parse_set_variable, route_request
+from fakeami import FakeAmi
 from callrouter.agi.protocol import parse_header, quote, set_variables
-from callrouter.agi.decisionlog import DecisionRecorder
 from callrouter.agi.server import FastAgiServer
-from callrouter.agi.service import RoutingService
+from callrouter.daemon import Daemon
 from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings
+from callrouter.decisionlog.inline import InlineDecisionLog
+from callrouter.decisionlog.policy import POLICY
 from callrouter.routing.presence import Presence
 from callrouter.routing.lookup import PhoneDirectory, StoreLookup
 from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet
 from callrouter.store import Client, Store
-from callrouter.store.schema import Lead, RouteDecision
+from callrouter.store.schema import Lead, RouteDecisionRow
 
 FIX = Path(__file__).parent / "fixtures" / "asterisk"
 SHIPPED_RULES = Path(__file__).resolve().parents[1] / "rules"
@@ -98,13 +101,14 @@ async def test_recorded_requests_get_the_recorded_variables(scenario, store, tmp
     directory = PhoneDirectory(store)
     await directory.load()
     router = Router(RuleSet(lab_rules(tmp_path / "rules", **rule_kw)), directory, Presence())
-    recorder = DecisionRecorder(store)
-    recorder.start()
+    recorder = InlineDecisionLog(store)
+    writing = asyncio.create_task(recorder.run())
     requests = recorded(scenario)
     async with serving(router, recorder=recorder) as srv:
         # all at once, as in the burst recording (40 concurrent calls)
         results = await asyncio.gather(*(agi_call(HOST, srv.port, r["request"].encode()) for r in requests))
     await recorder.close()
+    await asyncio.wait_for(writing, 5)  # close() ends run()
 
     for rec, res in zip(requests, results):
         assert res.closed_by_server
@@ -114,7 +118,7 @@ async def test_recorded_requests_get_the_recorded_variables(scenario, store, tmp
             [(name, value)] = parse_set_variable(cmd)
             assert res.variables[name] == value, (scenario, name)
 
-    rows = (await _rows(store, RouteDecision))
+    rows = (await _rows(store, RouteDecisionRow))
     assert len(rows) == len(requests)
     uniqueids = {parse_header([x for x in r["request"].splitlines() if x]).uniqueid for r in requests}
     assert {row.linkedid for row in rows} == uniqueids  # no agi_arg_1 in the lab: agi_uniqueid
@@ -137,8 +141,8 @@ async def test_linkedid_comes_from_agi_arg_1(store):
     await store.upsert_clients(ivan("101"))
     directory = PhoneDirectory(store)
     await directory.load()
-    recorder = DecisionRecorder(store)
-    recorder.start()
+    recorder = InlineDecisionLog(store)
+    writing = asyncio.create_task(recorder.run())
     router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
     async with serving(router, recorder=recorder) as srv:
         res = await agi_call(HOST, srv.port, route_request("89161234567", linkedid="1795370423.504",
@@ -146,9 +150,10 @@ async def test_linkedid_comes_from_agi_arg_1(store):
         bad = await agi_call(HOST, srv.port, route_request("89161234567", linkedid="x y;z",
                                                            uniqueid="1795370423.777"))
     await recorder.close()
+    await asyncio.wait_for(writing, 5)  # close() ends run()
     assert res.variables["ROUTE_DIAL"] == "PJSIP/101" and res.variables["CLIENT_NAME"] == "Ivan Petrov"
     assert bad.variables["ROUTE_REASON"] == "owner"
-    rows = await _rows(store, RouteDecision)
+    rows = await _rows(store, RouteDecisionRow)
     assert sorted(r.linkedid for r in rows) == ["1795370423.504", "1795370423.777"]
     row = next(r for r in rows if r.linkedid == "1795370423.504")
     assert (row.rule, row.reason, row.dial, row.timeout, row.fallback, row.client_id, row.caller_raw) == (
@@ -392,18 +397,19 @@ async def test_a_slow_store_gets_the_default_route_within_the_deadline(store, st
     await store.upsert_clients(ivan("101"))
     async with SlowStore(store_url) as slow:
         router = Router(RuleSet(SHIPPED_RULES), StoreLookup(slow), Presence())
-        recorder = DecisionRecorder(store)
-        recorder.start()
+        recorder = InlineDecisionLog(store)
+        writing = asyncio.create_task(recorder.run())
         async with serving(router, deadline_ms=100, recorder=recorder) as srv:
             results = await asyncio.gather(*(agi_call(HOST, srv.port, route_request("+79161234567"), timeout=0.9)
                                              for _ in range(10)))
             assert srv.stats["default-timeout"] == 10
         await recorder.close()
+        await asyncio.wait_for(writing, 5)  # close() ends run()
     for res in results:  # each answered before the store could have (1 s)
         assert res.variables["ROUTE_DIAL"] == DEFAULT_DIAL
         assert res.variables["ROUTE_REASON"] == "default:timeout"
         assert res.variables["ROUTE_TIMEOUT"] == str(AgiConfig().default_timeout)
-    rows = await _rows(store, RouteDecision)
+    rows = await _rows(store, RouteDecisionRow)
     assert len(rows) == 10 and all(r.reason == "default:timeout" and r.rule is None for r in rows)
     assert rows[0].caller_number == "+79161234567"
 
@@ -423,7 +429,7 @@ async def test_a_full_decision_log_never_delays_answers(store):
     await store.upsert_clients(ivan("101"))
     directory = PhoneDirectory(store)
     await directory.load()
-    recorder = DecisionRecorder(store, maxsize=2)  # writer not started: nothing drains
+    recorder = InlineDecisionLog(store, maxsize=2)  # writer not started: nothing drains
     router = Router(RuleSet(SHIPPED_RULES), directory, Presence())
     async with serving(router, recorder=recorder) as srv:
         for _ in range(5):
@@ -433,26 +439,38 @@ async def test_a_full_decision_log_never_delays_answers(store):
 
 # ------------------------------------------------------------------ the whole service
 
-async def test_routing_service_end_to_end(store, store_url):
-    settings = Settings(database_url=store_url, rules_dir=str(SHIPPED_RULES), pbx=(PbxConfig(name="office"),),
+async def test_the_daemon_routes_records_decisions_and_sets_dnd(store, store_url):
+    """The Daemon as `callrouter run` builds it (its FastAGI server, directory, presence,
+    decision-log process, one fake PBX on AMI): routes by owner, honours DND set through
+    it, records every decision and the unknown caller's lead, and stops cleanly."""
+    settings = Settings(database_url=store_url, rules_dir=str(SHIPPED_RULES),
+                        agi=AgiConfig(host=HOST, port=0),
                         managers=(ManagerConfig(extension="101", devices=("PJSIP/101", "PJSIP/101-app")),))
     await store.upsert_clients(ivan("101"))
-    seen = []
-    service = await RoutingService.start(settings, store, host=HOST, port=0, clock=lambda: MONDAY_10,
-                                         wait_for_directory=True, on_decision=seen.append)
-    try:
-        assert service.directory.ready
-        res = await agi_call(HOST, service.port, route_request("89161234567", linkedid="42.1"))
-        assert res.variables["ROUTE_DIAL"] == "PJSIP/101&PJSIP/101-app"
-        await service.set_dnd("101", True)
-        res = await agi_call(HOST, service.port, route_request("89161234567", linkedid="42.2"))
-        assert res.variables["ROUTE_REASON"] == "owner-unavailable→tier:wholesale"
-        res = await agi_call(HOST, service.port, route_request("74950000001", linkedid="42.3"))
-        assert res.variables["ROUTE_REASON"] == "unknown-caller"
-    finally:
-        await service.close()
-    assert [a.linkedid for a in seen] == ["42.1", "42.2", "42.3"]
-    rows = await _rows(store, RouteDecision)
+    async with FakeAmi([]) as ami:
+        settings = settings.model_copy(update={"pbx": (PbxConfig(name="office", host=HOST, port=ami.port),)})
+        daemon = Daemon(settings, clock=lambda: MONDAY_10, wait_for_directory=True)
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop))
+        try:
+            await asyncio.wait_for(daemon.started.wait(), 20)
+            assert daemon.directory.ready
+            port = daemon.agi.port
+            res = await agi_call(HOST, port, route_request("89161234567", linkedid="42.1"))
+            assert res.variables["ROUTE_DIAL"] == "PJSIP/101&PJSIP/101-app"
+            await daemon.set_dnd("101", True)
+            res = await agi_call(HOST, port, route_request("89161234567", linkedid="42.2"))
+            assert res.variables["ROUTE_REASON"] == "owner-unavailable→tier:wholesale"
+            res = await agi_call(HOST, port, route_request("74950000001", linkedid="42.3"))
+            assert res.variables["ROUTE_REASON"] == "unknown-caller"
+            snap = daemon.snapshot()
+            assert [p.name for p in snap.pbx] == ["office"] and snap.pbx[0].live_calls == ()
+            assert daemon.counters()["agi.answered"] == 3
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 30)
+    assert daemon.counters()["decision_log.decisions"] == 3
+    rows = await _rows(store, RouteDecisionRow)
     assert sorted((r.pbx, r.linkedid, r.reason) for r in rows) == [
         ("office", "42.1", "owner"), ("office", "42.2", "owner-unavailable→tier:wholesale"),
         ("office", "42.3", "unknown-caller")]
@@ -484,37 +502,45 @@ def test_one_command_sets_every_value_literally_as_asterisk_splits_it():
 
 
 class BatchRecordingStore(Store):
-    """The real store plus the batch methods the recorder uses when a store has them
-    (done here row by row through the store's own methods; the batch sizes are noted)."""
+    """The real store, noting the size of each batch the decision log writes (decisions,
+    and the leads they created, in one transaction)."""
 
     batches: list
 
-    async def save_route_decisions(self, rows):
-        self.batches.append(("decisions", len(rows)))
-        for row in rows:
-            await self.save_route_decision(row)
-
-    async def save_leads(self, leads):
-        self.batches.append(("leads", len(leads)))
-        for lead in leads:
-            await self.save_lead(*lead)
+    async def save_routing_batch(self, calls):
+        self.batches.append(("decisions", len(calls)))
+        self.batches.append(("leads", sum(1 for c in calls if c.lead() is not None)))
+        return await super().save_routing_batch(calls)
 
 
-async def test_decisions_are_stored_in_batches_when_the_store_can(store, store_url):
+async def test_decisions_are_stored_in_batches(store, store_url):
     async with BatchRecordingStore(store_url) as batching:
         batching.batches = []
         await batching.upsert_clients(ivan("101"))
-        recorder = DecisionRecorder(batching, linger=0.05)
-        recorder.start()
+        recorder = InlineDecisionLog(batching, policy=replace(POLICY, linger=0.05))
+        writing = asyncio.create_task(recorder.run())
         router = Router(RuleSet(SHIPPED_RULES), PhoneDirectory.from_clients(ivan("101")), Presence())
         async with serving(router, recorder=recorder) as srv:
             calls = [route_request("+79161234567", linkedid=f"7.{i}") for i in range(10)]
             calls += [route_request(f"+7495000000{i}", linkedid=f"8.{i}") for i in range(5)]
             await asyncio.gather(*(agi_call(HOST, srv.port, c) for c in calls))
         await recorder.close()
+        await asyncio.wait_for(writing, 5)  # close() ends run()
         assert recorder.stats["decisions"] == 15 and recorder.stats["leads"] == 5
         assert sum(n for kind, n in batching.batches if kind == "decisions") == 15
         assert any(n > 1 for kind, n in batching.batches if kind == "decisions")
-    rows = await _rows(store, RouteDecision)
+    rows = await _rows(store, RouteDecisionRow)
     assert sorted(r.linkedid for r in rows) == sorted([f"7.{i}" for i in range(10)] + [f"8.{i}" for i in range(5)])
     assert len(await _rows(store, Lead)) == 5
+
+
+def test_the_protocol_imports_alone():
+    """`callrouter.agi` imports nothing eagerly: the wire format loads without the server,
+    routing, the store or the decision log."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, callrouter.agi.protocol; "
+                          "print(' '.join(sorted(m for m in sys.modules if m.startswith('callrouter'))))"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["callrouter", "callrouter.agi", "callrouter.agi.protocol"]

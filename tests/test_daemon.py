@@ -111,7 +111,7 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
     rule, reason, dial and latency and the client it matched."""
     import json
 
-    from callrouter.agi.probe import agi_call
+    from agisim import agi_call
     from callrouter.config import load_settings
     from callrouter.daemon import Daemon
     from callrouter.store import Client

@@ -1,28 +1,34 @@
 """The route decision log written by its own process (what the daemon runs): decisions
 made by the real FastAGI server, stored by a real child process in the real store, on
 SQLite and PostgreSQL - through a child that is killed, signalled, or cannot open the
-database."""
+database. Plus what both logs share: the RoutedCall on the pipe and the write policy."""
 import asyncio
 import logging
 import os
 import pickle
 import signal
+import timeit
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
 
-from callrouter.agi.decisionlog import MAX_FRAME_BYTES, DecisionLogProcess, LoggedDecision, _frames, _LENGTH
-from callrouter.agi.probe import agi_call, route_request
-from callrouter.agi.server import Answered, FastAgiServer
+from agisim import agi_call, route_request
+from callrouter.agi.server import FastAgiServer
 from callrouter.config import AgiConfig
+from callrouter.decisionlog.inline import InlineDecisionLog
+from callrouter.decisionlog.policy import POLICY
+from callrouter.decisionlog.process import MAX_FRAME_BYTES, DecisionLogProcess, _frames, _LENGTH
 from callrouter.routing.presence import Presence
+from callrouter.routing.decision import RouteDecision, RoutedCall
 from callrouter.routing.lookup import PhoneDirectory
 from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet
 from callrouter.store import Client
-from callrouter.store.schema import Lead, RouteDecision
+from callrouter.store.routing import decision_columns
+from callrouter.store.schema import Lead, RouteDecisionRow
 
 SHIPPED_RULES = Path(__file__).resolve().parents[1] / "rules"
 MONDAY_10 = datetime.fromisoformat("2026-11-23T10:00:00+03:00")
@@ -56,14 +62,14 @@ async def rows(store, table):
 
 async def test_decisions_and_leads_are_stored_by_the_child_process(store, store_url):
     log = DecisionLogProcess(store_url, linger=0.01)
-    log.start()
+    supervising = asyncio.create_task(log.run())
     async with routing_with(log) as srv:
         await call(srv, "89161234567", "1.1")
         await call(srv, "74950000001", "1.2")          # unknown caller: a lead
         await asyncio.gather(*(call(srv, "89161234567", f"2.{n}") for n in range(20)))
     await log.flush()
     assert log.pending == 0
-    stored = await rows(store, RouteDecision)
+    stored = await rows(store, RouteDecisionRow)
     assert len(stored) == 22 and {r.linkedid for r in stored} == {"1.1", "1.2", *(f"2.{n}" for n in range(20))}
     owner = next(r for r in stored if r.linkedid == "1.1")
     assert (owner.reason, owner.dial, owner.client_id, owner.caller_raw) == ("owner", "PJSIP/101", "c-1001",
@@ -73,12 +79,13 @@ async def test_decisions_and_leads_are_stored_by_the_child_process(store, store_
     assert [(lead.phone, lead.call_id) for lead in await rows(store, Lead)] == [("+74950000001", "1.2")]
     assert log.stats["decisions"] == 22 and log.stats["leads"] == 1 and log.stats["dropped"] == 0
     await log.close()
+    await asyncio.wait_for(supervising, 5)  # close() ends run()
     assert log.stats["restarts"] == 0
 
 
 async def test_a_killed_child_is_restarted_and_nothing_is_lost(store, store_url):
     log = DecisionLogProcess(store_url, linger=0.01, restart_delay=0.05)
-    log.start()
+    supervising = asyncio.create_task(log.run())
     async with routing_with(log) as srv:
         for n in range(5):
             await call(srv, "89161234567", f"a.{n}")
@@ -96,16 +103,17 @@ async def test_a_killed_child_is_restarted_and_nothing_is_lost(store, store_url)
         await call(srv, "89161234567", "c.0")
         await asyncio.wait_for(log.flush(), 30)
     assert log._proc is not None and log._proc.pid != first.pid
-    stored = [r.linkedid for r in await rows(store, RouteDecision)]
+    stored = [r.linkedid for r in await rows(store, RouteDecisionRow)]
     assert sorted(stored) == sorted([*(f"a.{n}" for n in range(5)), *(f"b.{n}" for n in range(5)), "c.0"])
     # the five in the pipe, and c.0 if it was written before the death was noticed
     assert log.stats["restarts"] == 1 and log.stats["resent"] in (5, 6) and log.stats["decisions"] == 11
     await log.close()
+    await asyncio.wait_for(supervising, 5)  # close() ends run()
 
 
 async def test_the_child_ignores_sigterm_and_ends_when_the_daemon_closes_it(store, store_url):
     log = DecisionLogProcess(store_url, linger=0.01)
-    log.start()
+    supervising = asyncio.create_task(log.run())
     async with routing_with(log) as srv:
         await call(srv, "89161234567", "t.1")
         await log.flush()
@@ -115,15 +123,16 @@ async def test_the_child_ignores_sigterm_and_ends_when_the_daemon_closes_it(stor
         assert proc.returncode is None
         await call(srv, "89161234567", "t.2")
     await log.close()
+    await asyncio.wait_for(supervising, 5)  # close() ends run()
     assert proc.returncode == 0 and log.stats["restarts"] == 0
-    assert {r.linkedid for r in await rows(store, RouteDecision)} == {"t.1", "t.2"}
+    assert {r.linkedid for r in await rows(store, RouteDecisionRow)} == {"t.1", "t.2"}
 
 
 async def test_an_unusable_database_bounds_memory_and_says_why(tmp_path, caplog):
     unmigrated = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"   # the child refuses it and exits
     log = DecisionLogProcess(unmigrated, maxsize=3, linger=0.01, restart_delay=0.05)
-    log.start()
-    with caplog.at_level(logging.ERROR, logger="callrouter.agi.decisionlog"):
+    supervising = asyncio.create_task(log.run())
+    with caplog.at_level(logging.ERROR, logger="callrouter.decisionlog.process"):
         async with routing_with(log) as srv:
             for n in range(5):
                 await call(srv, "89161234567", f"x.{n}")  # every call is still answered
@@ -133,25 +142,94 @@ async def test_an_unusable_database_bounds_memory_and_says_why(tmp_path, caplog)
                     break
                 await asyncio.sleep(0.05)
         await log.close(timeout=0.5)
+        await asyncio.wait_for(supervising, 5)  # close() ends run()
     assert log.stats["restarts"] >= 2 and log.stats["decisions"] == 0
     assert "route decision log process exited" in caplog.text
     assert "route decision log is full" in caplog.text
 
 
-def test_a_logged_decision_makes_the_row_and_the_lead():
-    from callrouter.routing.engine import RouteDecision as Decision
-
-    decision = Decision(rule="unknown-caller", reason="unknown-caller", dial="Local/leads@queues", timeout=20,
-                        caller="+74950000001", lead=True, trace=("no client",))
-    item = Answered(pbx="office", linkedid="", uniqueid="", channel="PJSIP/trunk-1", caller_raw="74950000001",
-                    decision=decision, routed=None, decided_at=MONDAY_10, latency_ms=0.1234, answer_ms=0.5,
-                    outcome="answered")
-    logged = LoggedDecision(*LoggedDecision.of(item))  # as the child gets it back from the pipe
-    row = logged.row()
-    assert (row.pbx, row.linkedid, row.decided_at, row.rule, row.fallback, row.latency_ms) == (
+def test_a_routed_call_makes_the_row_and_the_lead():
+    decision = RouteDecision(rule="unknown-caller", reason="unknown-caller", dial="Local/leads@queues", timeout=20,
+                             caller="+74950000001", lead=True, trace=("no client",))
+    call = RoutedCall(pbx="office", linkedid="", uniqueid="", channel="PJSIP/trunk-1", caller_raw="74950000001",
+                      decision=decision, decided_at=MONDAY_10, latency_ms=0.1234, answer_ms=0.5,
+                      outcome="answered")
+    call = pickle.loads(pickle.dumps(call))  # as the child gets it back from the pipe
+    row = decision_columns(call)
+    assert (row["pbx"], row["linkedid"], row["decided_at"], row["rule"], row["fallback"], row["latency_ms"]) == (
         "office", "unknown", MONDAY_10, "unknown-caller", None, 0.123)
-    assert row.trace["steps"] == ["no client"] and row.trace["lead"] is True
-    assert logged.lead() == ("office", "+74950000001", "74950000001", None)
+    assert row["trace"]["steps"] == ["no client"] and row["trace"]["lead"] is True
+    assert call.lead() == ("office", "+74950000001", "74950000001", None)
+
+
+def _routed(linkedid: str = "1795370423.504", **decision) -> RoutedCall:
+    d = RouteDecision(**({"rule": "owner", "reason": "owner-unavailable→tier:retail", "dial": "Local/retail@queues",
+                          "timeout": 20, "fallback": "Local/support@queues", "client_id": "c-1", "client_name": "Ivan",
+                          "caller": "+79161234567", "candidates": ("c-1", "c-2"), "owner": "101",
+                          "trace": ("caller +79161234567: client c-1", "rule owner: skipped"), "rules_version": 7,
+                          "lookup": "index"} | decision))
+    return RoutedCall("office", linkedid, "1795370423.505", "PJSIP/trunk-00000001", "89161234567", d,
+                      datetime.fromisoformat("2026-11-23T10:00:00.123457+03:00"), 0.4321, 1.25, "answered")
+
+
+def test_a_routed_call_round_trips_through_pickle_unchanged():
+    call = _routed()
+    data = pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
+    back = pickle.loads(data)
+    assert back == call and back.decision == call.decision and type(back.decision) is RouteDecision
+    assert back.decided_at.utcoffset() == call.decided_at.utcoffset()  # the same instant in the same zone
+    assert back.decided_at.microsecond == 123457
+    assert b"datetime" not in data and b"RouteDecision" not in data  # plain values: cheap on the answer path
+    bare = RoutedCall("main", "", "", "", None, RouteDecision("", "default:timeout", "Local/x@y", 20),
+                      datetime.fromisoformat("2026-11-23T07:00:00+00:00"), 0.0, 0.0, "hangup")
+    assert pickle.loads(pickle.dumps(bare)) == bare
+    per_call = min(timeit.repeat(lambda: pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL), number=2000,
+                                 repeat=3)) / 2000
+    assert per_call < 50e-6  # ~2 µs on a laptop; a generous bound against a regression to the dataclass path
+
+
+class RefusingStore:
+    """A database that refuses every batch."""
+
+    def __init__(self):
+        self.tries = 0
+
+    async def save_routing_batch(self, calls):
+        self.tries += 1
+        raise RuntimeError("the database says no")
+
+
+async def test_a_batch_the_store_refuses_is_given_up_under_the_policy_and_counted():
+    store = RefusingStore()
+    failed = []
+    log = InlineDecisionLog(store, policy=replace(POLICY, retry_min=0.01, linger=0),
+                            on_failed=lambda calls, error: failed.append((list(calls), error)))
+    writing = asyncio.create_task(log.run())
+    calls = [_routed(f"f.{n}") for n in range(3)]
+    assert all(log.submit(c) for c in calls)
+    await asyncio.wait_for(log.flush(), 5)
+    assert store.tries == POLICY.attempts == 3
+    assert [c for c, _ in failed] == [calls] and isinstance(failed[0][1], RuntimeError)
+    assert log.stats["decision-failed"] == 3 and log.stats["decisions"] == 0 and log.pending == 0
+    await log.close()
+    await asyncio.wait_for(writing, 5)  # close() ends run()
+    assert not log.submit(_routed("after")) and log.stats["decision-failed"] == 4  # closed: given up, counted
+
+
+async def test_the_child_gives_up_a_refused_batch_under_the_policy_and_says_so(store, store_url):
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql("DROP TABLE route_decisions")  # the schema check passes; inserts fail
+    log = DecisionLogProcess(store_url, linger=0.01, policy=replace(POLICY, retry_min=0.05))
+    supervising = asyncio.create_task(log.run())
+    async with routing_with(log) as srv:
+        for n in range(3):
+            await call(srv, "74950000001", f"r.{n}")
+        await asyncio.wait_for(log.flush(), 30)
+    assert log.pending == 0 and log.stats["decision-failed"] == 3 and log.stats["decisions"] == 0
+    assert log.stats["leads"] == 0 and await rows(store, Lead) == []  # all or nothing: no lead without its decision
+    assert log.stats["restarts"] == 0
+    await log.close()
+    await asyncio.wait_for(supervising, 5)  # close() ends run()
 
 
 def test_an_oversized_frame_is_skipped_not_fatal():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from callrouter.routing.cli import route as route_cli
+from callrouter.cli.routing import route as route_cli
 from callrouter.routing.lookup import PhoneDirectory, PhoneIndex, StoreLookup
 from callrouter.routing.types import ClientInfo
 from callrouter.store import Client, Store, upgrade

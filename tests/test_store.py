@@ -1,6 +1,7 @@
 """The store against real databases (SQLite file and PostgreSQL; see conftest.py)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,10 +12,12 @@ from sqlalchemy import func, inspect, select
 
 from callrouter.config import ManagerConfig
 from callrouter.records import CallRecord
-from callrouter.store import Client, RouteDecisionRow, SchemaNotCurrent, Store, upgrade
+from callrouter.routing.decision import RouteDecision, RoutedCall
+from callrouter.store import Client, SchemaNotCurrent, Store, upgrade
 from callrouter.store.engine import make_engine
 from callrouter.store.migrate import current, head
-from callrouter.store.schema import Call, CallLeg, Lead, ManagerDevice, RouteDecision, metadata
+from callrouter.store.routing import decision_columns
+from callrouter.store.schema import Call, CallLeg, Lead, ManagerDevice, RouteDecisionRow, metadata
 
 # The DESIGN.md example, as the tracker would emit it (note the +03:00 offsets).
 ANSWERED_JSON = """{
@@ -232,21 +235,36 @@ async def test_leads_are_idempotent_per_pbx_and_phone(store: Store) -> None:
     assert await store.save_lead("branch", "+79165550000", "89165550000", "42.1") is True
 
 
-async def test_route_decision_is_saved(store: Store) -> None:
-    decision = RouteDecisionRow(
-        pbx="main", linkedid="1795370004.5",
-        decided_at=datetime.fromisoformat("2026-11-22T20:51:43.125+03:00"),
-        caller_raw="89161234567", caller_number="+79161234567", client_id="c-1001",
-        rule="owner", reason="owner-unavailable→tier:retail", dial="Local/retail@queues",
-        timeout=20, fallback="Local/support@queues", latency_ms=0.7,
-        trace=[{"rule": "blocklist", "matched": False}, {"rule": "owner", "matched": True}])
-    await store.save_route_decision(decision)
+def _routed(linkedid: str, decided_at: datetime, **decision: Any) -> RoutedCall:
+    d = RouteDecision(**({"rule": "owner", "reason": "owner-unavailable→tier:retail", "dial": "Local/retail@queues",
+                          "timeout": 20, "fallback": "Local/support@queues", "client_id": "c-1001",
+                          "caller": "+79161234567", "trace": ("rule blocklist: no", "rule owner: MATCH"),
+                          "rules_version": 3, "lookup": "index"} | decision))
+    return RoutedCall("main", linkedid, "1795370004.6", "PJSIP/trunk-00000001", "89161234567", d, decided_at,
+                      0.7, 1.25, "answered")
 
-    t = RouteDecision.__table__
+
+def _saved(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in row._mapping.items() if k != "id"}
+
+
+async def test_route_decision_is_saved(store: Store) -> None:
+    call = _routed("1795370004.5", datetime.fromisoformat("2026-11-22T20:51:43.125+03:00"))
+    await store.save_route_decision(call)
+
+    t = RouteDecisionRow.__table__
     async with store.engine.connect() as conn:
         row = (await conn.execute(select(t).where(t.c.pbx == "main", t.c.linkedid == "1795370004.5"))).one()
-    saved = RouteDecisionRow.from_mapping(row._mapping)
-    assert saved == decision
+    saved = _saved(row)
+    assert saved == decision_columns(call)
+    assert (saved["decided_at"], saved["caller_raw"], saved["caller_number"], saved["client_id"], saved["rule"],
+            saved["reason"], saved["dial"], saved["timeout"], saved["fallback"], saved["latency_ms"]) == (
+        call.decided_at, "89161234567", "+79161234567", "c-1001", "owner", "owner-unavailable→tier:retail",
+        "Local/retail@queues", 20, "Local/support@queues", 0.7)
+    assert saved["trace"] == {"steps": ["rule blocklist: no", "rule owner: MATCH"], "candidates": [], "lead": False,
+                              "owner": None, "client_name": "", "uniqueid": "1795370004.6",
+                              "channel": "PJSIP/trunk-00000001", "outcome": "answered", "answer_ms": 1.25,
+                              "rules_version": 3, "lookup": "index"}
 
 
 async def test_batches_of_leads_and_decisions(store: Store) -> None:
@@ -259,12 +277,11 @@ async def test_batches_of_leads_and_decisions(store: Store) -> None:
         got = (await conn.execute(select(leads.c.phone, leads.c.raw, leads.c.call_id)
                                   .order_by(leads.c.phone))).all()
     assert [tuple(r) for r in got] == [("+79165550001", "89165550001", "1.1"), ("+79165550002", None, "1.2")]
-    rows = [RouteDecisionRow(pbx="main", linkedid=f"1.{i}", decided_at=datetime.now(UTC),
-                             caller_raw=None, caller_number=None, client_id=None, rule="unknown-caller",
-                             reason="unknown-caller", dial="Local/leads@queues", timeout=20, fallback="",
-                             latency_ms=0.3, trace=[]) for i in range(3)]
+    rows = [_routed(f"1.{i}", datetime.now(UTC), caller=None, client_id=None, rule="unknown-caller",
+                    reason="unknown-caller", dial="Local/leads@queues", fallback="", trace=())
+            for i in range(3)]
     await store.save_route_decisions(rows)
-    t = RouteDecision.__table__
+    t = RouteDecisionRow.__table__
     async with store.engine.connect() as conn:
         n = (await conn.execute(select(func.count()).select_from(t))).scalar_one()
     assert n == 3
@@ -272,15 +289,30 @@ async def test_batches_of_leads_and_decisions(store: Store) -> None:
 
 async def test_batched_decisions_read_back_equal(store: Store) -> None:
     """The SQLite fast path stores exactly what the typed path would."""
-    rows = [RouteDecisionRow(pbx="main", linkedid=f"2.{i}",
-                             decided_at=datetime.fromisoformat(f"2026-11-22T20:51:4{i}.125+03:00"),
-                             caller_raw="89161234567", caller_number="+79161234567", client_id="c-1",
-                             rule="owner", reason="owner", dial="PJSIP/101", timeout=15, fallback=None,
-                             latency_ms=0.25, trace={"steps": ["owner: present"], "lead": False})
+    rows = [_routed(f"2.{i}", datetime.fromisoformat(f"2026-11-22T20:51:4{i}.125+03:00"), rule="owner",
+                    reason="owner", dial="PJSIP/101", timeout=15, fallback="", client_id="c-1",
+                    trace=("owner: present",))
             for i in range(2)]
     await store.save_route_decisions(rows)
-    t = RouteDecision.__table__
+    typed = [replace(r, linkedid=f"3.{i}") for i, r in enumerate(rows)]
+    for r in typed:
+        await store.save_route_decision(r)
+    t = RouteDecisionRow.__table__
     async with store.engine.connect() as conn:
         got = (await conn.execute(select(t).where(t.c.linkedid.like("2.%")).order_by(t.c.linkedid))).all()
-    assert [RouteDecisionRow.from_mapping(r._mapping)
-            for r in got] == rows
+        got_typed = (await conn.execute(select(t).where(t.c.linkedid.like("3.%")).order_by(t.c.linkedid))).all()
+    assert [_saved(r) for r in got] == [decision_columns(r) for r in rows]
+    assert [_saved(r) | {"linkedid": "x"} for r in got] == [_saved(r) | {"linkedid": "x"} for r in got_typed]
+
+
+async def test_a_routing_batch_stores_decisions_and_their_leads_together(store: Store) -> None:
+    calls = [_routed("4.1", datetime.now(UTC)),
+             _routed("4.2", datetime.now(UTC), caller="+74950000001", client_id=None, lead=True),
+             _routed("", datetime.now(UTC), caller="+74950000002", client_id=None, lead=True)]
+    assert await store.save_routing_batch(calls) == 2
+    leads = Lead.__table__
+    async with store.engine.connect() as conn:
+        got = (await conn.execute(select(leads.c.phone, leads.c.call_id).order_by(leads.c.phone))).all()
+        n = (await conn.execute(select(func.count()).select_from(RouteDecisionRow.__table__))).scalar_one()
+    # no linkedid: the AGI channel's uniqueid is the call
+    assert [tuple(r) for r in got] == [("+74950000001", "4.2"), ("+74950000002", "1795370004.6")] and n == 3

@@ -15,9 +15,9 @@ Guarantees:
 - bad input costs only its own connection: a stalled or early-closed header block, one
   past `max_header_bytes`, or a script other than `route` is dropped; a complete block
   that is not an AGI environment is answered with the default route;
-- the decision is handed to a recorder after the reply (`callrouter.agi.decisionlog`):
-  the database never delays an answer, and when it falls behind, records are dropped
-  and counted rather than memory growing.
+- the answer (a `RoutedCall`) is handed to a recorder after the reply (the decision log,
+  `callrouter.decisionlog`): the database never delays an answer, and when it falls
+  behind, records are dropped and counted rather than memory growing.
 
 Each connection is an `asyncio.Protocol` state machine (no task, no stream reader per
 call): with routing answered from memory, a call costs the event loop a few callbacks.
@@ -29,15 +29,16 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from callrouter.agi.protocol import (AgiRequest, BadRequest, Reply, ReplyParser, channel_value, get_variable,
                                     header_end, parse_block, set_variables)
 from callrouter.config import AgiConfig
-from callrouter.routing.engine import RouteDecision, default_decision
-from callrouter.routing.router import Routed, Router
+from callrouter.logthrottle import throttled
+from callrouter.routing.decision import RouteDecision, RoutedCall
+from callrouter.routing.engine import default_decision
+from callrouter.routing.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -46,47 +47,8 @@ MAX_REPLY_BUFFER = 64 * 1024
 ARRAY_RECHECK_S = 3600.0  # a PBX's modules can change: check ARRAY() again after this
 
 
-class _Throttle:
-    """Log a kind of problem at most once per `interval` s (a flood must not flood the log)."""
-
-    def __init__(self, interval: float = 5.0):
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def __call__(self, kind: str, level: int, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(kind, -1e9) < self._interval:
-            self._suppressed[kind] += 1
-            return
-        self._last[kind] = now
-        n = self._suppressed.pop(kind, 0)
-        if n:
-            msg += f" ({n} more like this suppressed)"
-        log.log(level, msg, *args)
-
-
-throttled = _Throttle()
-
-
-@dataclass(frozen=True, slots=True)
-class Answered:
-    """One routing answer, as handed to the recorder and to `on_decision` hooks."""
-    pbx: str
-    linkedid: str
-    uniqueid: str
-    channel: str
-    caller_raw: str | None
-    decision: RouteDecision
-    routed: Routed | None        # None when the default route was answered (timeout/error/bad request)
-    decided_at: datetime
-    latency_ms: float            # connection accepted -> first SET VARIABLE written
-    answer_ms: float             # ... -> last reply read
-    outcome: str                 # answered | hangup | peer-gone | reply-timeout
-
-
 class Recorder(Protocol):
-    def submit(self, item: Answered) -> bool: ...
+    def submit(self, call: RoutedCall) -> bool: ...
 
 
 # connection states
@@ -95,7 +57,7 @@ _HEADER, _DECIDING, _ANSWERING, _DONE = range(4)
 
 class _Connection(asyncio.Protocol):
     __slots__ = ("srv", "loop", "transport", "t0", "state", "buf", "timer", "peer", "request", "caller_raw",
-                 "decided_at", "decision", "routed", "commands", "sent", "parser", "t_answer", "task",
+                 "decided_at", "decision", "commands", "sent", "parser", "t_answer", "task",
                  "record", "outcome", "verify")
 
     def __init__(self, srv: FastAgiServer):
@@ -108,7 +70,6 @@ class _Connection(asyncio.Protocol):
         self.task: asyncio.Task | None = None
         self.request: AgiRequest | None = None
         self.decision: RouteDecision | None = None
-        self.routed: Routed | None = None
         self.commands: Sequence[bytes] = ()
         self.sent = 0
         self.parser = ReplyParser()
@@ -126,7 +87,7 @@ class _Connection(asyncio.Protocol):
         srv._conns.add(self)
         if len(srv._conns) > srv.max_connections:
             srv.stats["refused-overload"] += 1
-            throttled("overload", logging.WARNING, "FastAGI: %d connections open, refusing one",
+            throttled(log, "overload", logging.WARNING, "FastAGI: %d connections open, refusing one",
                        len(srv._conns))
             self._drop()
             return
@@ -188,7 +149,7 @@ class _Connection(asyncio.Protocol):
         self.timer = None
         if self.state == _HEADER:
             self.srv.stats["dropped-stalled"] += 1
-            throttled("stalled", logging.WARNING, "FastAGI %s: no complete request within %.0f ms: dropped",
+            throttled(log, "stalled", logging.WARNING, "FastAGI %s: no complete request within %.0f ms: dropped",
                        self._peer(), self.srv.deadline * 1000)
             self._drop()
 
@@ -197,12 +158,12 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
         srv.stats[f"bad-{kind}"] += 1
         if kind == "unparseable":
-            throttled("unparseable", logging.WARNING,
+            throttled(log, "unparseable", logging.WARNING,
                        "FastAGI %s: unparseable request (%s): answering the default route", self._peer(), detail)
             self._answer(default_decision(srv.default_dial, srv.default_timeout, "default:bad-request",
                                           trace=[f"bad request: {detail}"[:300]]), record=False)
         else:
-            throttled(kind, logging.WARNING, "FastAGI %s: %s: %s: dropped", self._peer(), kind, detail)
+            throttled(log, kind, logging.WARNING, "FastAGI %s: %s: %s: dropped", self._peer(), kind, detail)
             self._drop()
 
     def _route(self, request: AgiRequest) -> None:
@@ -210,7 +171,7 @@ class _Connection(asyncio.Protocol):
         script = request.script
         if script != ROUTE_SCRIPT:
             srv.stats["unknown-script"] += 1
-            throttled("script", logging.WARNING, "FastAGI %s: unknown script %r: closed (the dialplan "
+            throttled(log, "script", logging.WARNING, "FastAGI %s: unknown script %r: closed (the dialplan "
                        "falls back)", self._peer(), script[:80])
             self.state = _DONE
             self.transport.close()  # type: ignore[union-attr]
@@ -219,13 +180,12 @@ class _Connection(asyncio.Protocol):
         self.caller_raw = request.callerid
         self.decided_at = srv.clock()
         try:
-            routed = srv.router.route_now(self.caller_raw, self.decided_at)
+            decision = srv.router.route_now(self.caller_raw, self.decided_at)
         except Exception as e:  # noqa: BLE001 - answer the default route, never silence
             self._failed(e)
             return
-        if routed is not None:
-            self.routed = routed
-            self._answer(routed.decision)
+        if decision is not None:
+            self._answer(decision)
             return
         # the lookup needs the store: bounded by the deadline minus the margin
         self.state = _DECIDING
@@ -243,8 +203,7 @@ class _Connection(asyncio.Protocol):
         if exc is not None:
             self._failed(exc)
             return
-        self.routed = task.result()
-        self._answer(self.routed.decision)
+        self._answer(task.result())
 
     def _decide_deadline(self) -> None:
         self.timer = None
@@ -254,7 +213,7 @@ class _Connection(asyncio.Protocol):
         if self.task is not None:
             self.task.cancel()
         srv.stats["default-timeout"] += 1
-        throttled("timeout", logging.WARNING, "FastAGI %s: routing took longer than the deadline: "
+        throttled(log, "timeout", logging.WARNING, "FastAGI %s: routing took longer than the deadline: "
                    "answering the default route", self._peer())
         self._answer(default_decision(srv.default_dial, srv.default_timeout, "default:timeout",
                                       caller=_safe_normalize(srv.router, self.caller_raw),
@@ -309,7 +268,7 @@ class _Connection(asyncio.Protocol):
                     self._finish("hangup")  # the caller is gone: nothing left to route
                     return
                 if not reply.ok:
-                    throttled("reply", logging.WARNING, "FastAGI %s: %s answered %d %s", self._peer(),
+                    throttled(log, "reply", logging.WARNING, "FastAGI %s: %s answered %d %s", self._peer(),
                                self.commands[self.sent - 1][:40].decode(errors="replace").strip(), reply.code,
                                reply.text[:80])
                     if self.sent == 1 and self.commands[0].startswith(b"SET VARIABLE ARRAY("):
@@ -328,7 +287,7 @@ class _Connection(asyncio.Protocol):
         if reply.text.strip() == f"result=1 ({dial})":
             self.srv.array_checked(self.peer, True)
             return
-        throttled("array", logging.WARNING, "FastAGI %s: SET VARIABLE ARRAY(...) did not set ROUTE_DIAL "
+        throttled(log, "array", logging.WARNING, "FastAGI %s: SET VARIABLE ARRAY(...) did not set ROUTE_DIAL "
                   "(GET VARIABLE answered %r; func_strings not loaded?): setting variables one by one for "
                   "this PBX", self._peer(), reply.text[:80])
         self._one_by_one()
@@ -362,15 +321,18 @@ class _Connection(asyncio.Protocol):
             return
         now = self.loop.time()
         req = self.request
-        item = Answered(
-            pbx=srv.pbx_for(self.peer) if srv.pbx_by_peer else srv.pbx, linkedid=req.linkedid, uniqueid=req.uniqueid, channel=req.channel,
-            caller_raw=self.caller_raw, decision=self.decision, routed=self.routed, decided_at=self.decided_at,
-            latency_ms=(self.t_answer - self.t0) * 1000.0, answer_ms=(now - self.t0) * 1000.0, outcome=outcome)
+        try:
+            call = RoutedCall(srv.pbx_for(self.peer) if srv.pbx_by_peer else srv.pbx, req.linkedid, req.uniqueid,
+                              req.channel, self.caller_raw, self.decision, self.decided_at,
+                              (self.t_answer - self.t0) * 1000.0, (now - self.t0) * 1000.0, outcome)
+        except ValueError:  # a naive clock: the call is answered, its record cannot be kept
+            log.exception("FastAGI: the answer for %s cannot be recorded", req.linkedid)
+            return
         if srv.recorder is not None:
-            srv.recorder.submit(item)
+            srv.recorder.submit(call)
         if srv.on_decision is not None:
             try:
-                srv.on_decision(item)
+                srv.on_decision(call)
             except Exception:  # noqa: BLE001
                 log.exception("on_decision hook failed")
 
@@ -407,7 +369,7 @@ class FastAgiServer:
                  clock: Callable[[], datetime] | None = None, host: str | None = None, port: int | None = None,
                  max_header_bytes: int = 16 * 1024, reply_timeout: float = 5.0, store_margin_ms: float = 30.0,
                  max_connections: int = 2000, backlog: int = 1024,
-                 on_decision: Callable[[Answered], None] | None = None):
+                 on_decision: Callable[[RoutedCall], None] | None = None):
         cfg = config or AgiConfig()
         self.router = router
         self.host = host if host is not None else cfg.host

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from callrouter.records import RouteInfo
 from callrouter.tracker import CallFinished
+
+if TYPE_CHECKING:
+    from callrouter.routing.decision import RoutedCall
 
 _MAX = 50_000
 
@@ -27,12 +31,12 @@ class RouteLog:
         self._by_id: OrderedDict[str, LoggedRoute] = OrderedDict()
         self._max = max_entries
 
-    def add(self, answered) -> None:
-        """FastAGI `on_decision` hook (callrouter.agi.server.Answered)."""
-        d = answered.decision
+    def add(self, call: RoutedCall) -> None:
+        """FastAGI `on_decision` hook."""
+        d = call.decision
         entry = LoggedRoute(RouteInfo(rule=d.rule or None, reason=d.reason or None, dial=d.dial or None,
-                                      latency_ms=round(answered.latency_ms, 3)), d.client_id)
-        for key in (answered.linkedid, answered.uniqueid):
+                                      latency_ms=round(call.latency_ms, 3)), d.client_id)
+        for key in (call.linkedid, call.uniqueid):
             if key:
                 self._by_id[key] = entry
                 self._by_id.move_to_end(key)

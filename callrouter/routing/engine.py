@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from callrouter.routing.decision import RouteDecision
 from callrouter.routing.rules import CompiledRule, Rules, Tier
 from callrouter.routing.types import AgentStatus, ClientInfo
 
@@ -50,43 +50,6 @@ def sanitize_display(text: str | None, limit: int = 32) -> str:
 
 class PresenceView(Protocol):
     def get(self, extension: str) -> AgentStatus | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RouteDecision:
-    rule: str                      # the rule that matched ("" = none: the default route)
-    reason: str                    # ROUTE_REASON: owner, tier:wholesale, owner-unavailable→tier:retail ...
-    dial: str                      # ROUTE_DIAL
-    timeout: int                   # ROUTE_TIMEOUT (seconds)
-    fallback: str = ""             # ROUTE_FALLBACK ("" = none)
-    client_id: str | None = None   # CLIENT_ID
-    client_name: str = ""          # CLIENT_NAME (sanitized)
-    caller: str | None = None      # E.164 or None (no caller ID)
-    lead: bool = False             # a caller with a number and no client: record a lead
-    candidates: tuple[str, ...] = ()  # client ids when the phone is on several clients
-    owner: str | None = None       # the client's owner extension, whether or not it was dialled
-    trace: tuple[str, ...] = ()
-
-    @property
-    def ambiguous(self) -> bool:
-        return len(self.candidates) > 1
-
-    def variables(self) -> list[tuple[str, str]]:
-        """The channel variables of the FastAGI contract, in the order they are set."""
-        return [
-            ("ROUTE_DIAL", self.dial),
-            ("ROUTE_TIMEOUT", str(self.timeout)),
-            ("ROUTE_FALLBACK", self.fallback),
-            ("CLIENT_ID", self.client_id or ""),
-            ("CLIENT_NAME", self.client_name),
-            ("ROUTE_REASON", self.reason),
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["trace"] = list(self.trace)
-        d["candidates"] = list(self.candidates)
-        return d
 
 
 def default_decision(dial: str, timeout: int, reason: str, *, caller: str | None = None,
@@ -128,11 +91,13 @@ def tier_of(client: ClientInfo, rules: Rules) -> tuple[Tier, str]:
 def decide(caller: str | None, clients: ClientInfo | Sequence[ClientInfo] | None,
            presence: PresenceView | Mapping[str, AgentStatus] | None, now: datetime, rules: Rules, *,
            devices: Mapping[str, Sequence[str]] | None = None, raw_caller: str | None = None,
-           default_dial: str = "Local/support@queues", default_timeout: int = 20) -> RouteDecision:
+           default_dial: str = "Local/support@queues", default_timeout: int = 20,
+           rules_version: int | None = None, lookup: str | None = None) -> RouteDecision:
     """Route one call. `caller`: E.164 or None; `clients`: those the phone belongs to (None /
     empty: unknown caller; several: ambiguous); `presence`: extension -> AgentStatus
     (missing = unknown = available); `now`: the time of the call (aware; naive = the
-    rules' zone); `devices`: extension -> devices of configured managers."""
+    rules' zone); `devices`: extension -> devices of configured managers; `rules_version`
+    and `lookup` (the lookup's source) are carried into the decision as they are."""
     if clients is None:
         found: tuple[ClientInfo, ...] = ()
     elif isinstance(clients, ClientInfo):
@@ -162,7 +127,8 @@ def decide(caller: str | None, clients: ClientInfo | Sequence[ClientInfo] | None
                 candidates=tuple(c.id for c in found) if len(found) > 1 else (),
                 owner=client.owner_extension if client else None,
                 client_id=client.id if client else None,
-                client_name=sanitize_display(client.name, limit) if client else "")
+                client_name=sanitize_display(client.name, limit) if client else "",
+                rules_version=rules_version, lookup=lookup)
     if len(found) > 1:
         base["client_name"] = sanitize_display(f"{len(found)} clients", limit)
 

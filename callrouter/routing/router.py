@@ -1,24 +1,18 @@
 """Router: one call's raw caller ID and time -> RouteDecision, from the live pieces
-(running rules, phone lookup, presence, manager devices). The FastAGI server and
-`callrouter route` both use it; the decision itself is `engine.decide` (pure)."""
+(running rules, phone lookup, presence, manager devices). The FastAGI server uses it;
+the decision itself is `engine.decide` (pure), which `callrouter route` calls directly.
+The decision carries the rules version and the lookup's source it was made with."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from callrouter.phone import DEFAULT_REGION, normalize
-from callrouter.routing.engine import PresenceView, RouteDecision, decide
+from callrouter.routing.decision import RouteDecision
+from callrouter.routing.engine import PresenceView, decide
 from callrouter.routing.lookup import Lookup
 from callrouter.routing.rules import RuleSet
 from callrouter.routing.types import LookupResult
-
-
-@dataclass(frozen=True, slots=True)
-class Routed:
-    decision: RouteDecision
-    lookup: LookupResult
-    rules_version: int
 
 
 class Router:
@@ -36,14 +30,14 @@ class Router:
     def normalize(self, raw_caller: str | None) -> str | None:
         return normalize(raw_caller, self.region)
 
-    def decide(self, raw_caller: str | None, caller: str | None, found: LookupResult, now: datetime) -> Routed:
+    def decide(self, raw_caller: str | None, caller: str | None, found: LookupResult,
+               now: datetime) -> RouteDecision:
         ruleset = self.rules
-        decision = decide(caller, found.clients, self.presence, now, ruleset.current, devices=self.devices,
-                          raw_caller=raw_caller, default_dial=self.default_dial,
-                          default_timeout=self.default_timeout)
-        return Routed(decision, found, ruleset.version)
+        return decide(caller, found.clients, self.presence, now, ruleset.current, devices=self.devices,
+                      raw_caller=raw_caller, default_dial=self.default_dial,
+                      default_timeout=self.default_timeout, rules_version=ruleset.version, lookup=found.source)
 
-    def route_now(self, raw_caller: str | None, now: datetime) -> Routed | None:
+    def route_now(self, raw_caller: str | None, now: datetime) -> RouteDecision | None:
         """From memory only; None when the lookup needs the store (then use `route`)."""
         caller = self.normalize(raw_caller)
         found = self.lookup.lookup_now(caller)
@@ -51,7 +45,7 @@ class Router:
             return None
         return self.decide(raw_caller, caller, found, now)
 
-    async def route(self, raw_caller: str | None, now: datetime) -> Routed:
+    async def route(self, raw_caller: str | None, now: datetime) -> RouteDecision:
         caller = self.normalize(raw_caller)
         found = self.lookup.lookup_now(caller)
         if found is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from .clients import Client
 from .migrate import SchemaNotCurrent, upgrade
-from .routing import RouteDecisionRow
 from .store import Store
 
-__all__ = ["Client", "RouteDecisionRow", "SchemaNotCurrent", "Store", "upgrade"]
+__all__ = ["Client", "SchemaNotCurrent", "Store", "upgrade"]

@@ -176,7 +176,9 @@ class CallLeg(Base):
     queue: Mapped[str | None] = mapped_column(String)
 
 
-class RouteDecision(Base):
+class RouteDecisionRow(Base):
+    """One FastAGI routing answer (`callrouter.routing.decision.RoutedCall`, mapped by
+    `store.routing`), with the trace of the rules that produced it."""
     __tablename__ = "route_decisions"
     __table_args__ = (Index(None, "pbx", "linkedid"),)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,7 +14,9 @@ from . import calls, clients, managers, routing
 from .clients import Client
 from .engine import DEFAULT_STATEMENT_TIMEOUT, make_engine
 from .migrate import check_revision
-from .routing import RouteDecisionRow
+
+if TYPE_CHECKING:
+    from callrouter.routing.decision import RoutedCall
 
 
 class Store:
@@ -107,26 +110,29 @@ class Store:
         return clients.iter_client_fields(self.engine, batch)
 
     # routing audit and leads
-    async def save_route_decision(self, row: RouteDecisionRow) -> None:
+    async def save_route_decision(self, call: RoutedCall) -> None:
+        """One routing answer's decision (not its lead: see save_routing_batch)."""
         async with self.engine.begin() as conn:
-            await routing.save_route_decision(conn, row)
+            await routing.save_route_decision(conn, call)
 
     async def save_lead(self, pbx: str, phone: str, raw: str | None, call_id: str | None) -> bool:
         async with self.engine.begin() as conn:
             return await routing.save_lead(conn, pbx, phone, raw, call_id)
 
-    async def save_route_decisions(self, rows: Sequence[RouteDecisionRow]) -> None:
+    async def save_route_decisions(self, calls: Sequence[RoutedCall]) -> None:
         async with self.engine.begin() as conn:
-            await routing.save_route_decisions(conn, rows)
+            await routing.save_route_decisions(conn, calls)
 
     async def save_leads(self, leads: Sequence[tuple[str, str, str | None, str | None]]) -> None:
         async with self.engine.begin() as conn:
             await routing.save_leads(conn, leads)
 
-    async def save_routing_batch(self, rows: Sequence[RouteDecisionRow],
-                                 leads: Sequence[tuple[str, str, str | None, str | None]]) -> None:
-        """Decisions and the leads they created, in one transaction (all or nothing)."""
+    async def save_routing_batch(self, calls: Sequence[RoutedCall]) -> int:
+        """Routing answers and the leads they created (`RoutedCall.lead()`), in one
+        transaction (all or nothing); the number of leads offered."""
+        leads = [lead for c in calls if (lead := c.lead()) is not None]
         async with self.engine.begin() as conn:
-            await routing.save_route_decisions(conn, rows)
+            await routing.save_route_decisions(conn, calls)
             if leads:
                 await routing.save_leads(conn, leads)
+        return len(leads)

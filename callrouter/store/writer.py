@@ -117,7 +117,10 @@ class BatchWriter(Generic[T]):
             throttled(log, f"full-{self.what}", logging.ERROR, "%s writer is full (%d queued): %s not stored",
                       self.what, self._queue.qsize(), self._describe(item))
             if self._on_failed is not None:
-                self._on_failed([item], OverflowError(f"{self.what} writer full"))
+                try:
+                    self._on_failed([item], OverflowError(f"{self.what} writer full"))
+                except Exception:  # noqa: BLE001 - offer() never raises into its producer
+                    log.exception("%s writer: on_failed hook failed", self.what)
             return False
         self._idle.clear()
         return True
@@ -133,12 +136,14 @@ class BatchWriter(Generic[T]):
     # ------------------------------------------------------------ the writer task
     async def run(self) -> None:
         q = self._queue
+        batch: list = []
         try:
-            while True:
+            while not self._closing.is_set():  # closed with items left (timeout): given up below
                 first = await q.get()
                 if first is _STOP:
                     return
                 batch = [first]
+                self._busy = 1  # taken from the queue, not yet saved: still pending for flush()
                 if self.policy.linger > 0 and q.qsize() < self.policy.batch - 1:
                     await asyncio.sleep(self.policy.linger)
                 stop = False
@@ -150,6 +155,7 @@ class BatchWriter(Generic[T]):
                     batch.append(item)
                 self._busy = len(batch)
                 await self._write(batch)
+                batch = []
                 self._busy = 0
                 if q.empty():
                     self._idle.set()
@@ -157,7 +163,7 @@ class BatchWriter(Generic[T]):
                     return
         finally:
             self._busy = 0
-            left = [i for i in _drain(q) if i is not _STOP]
+            left = batch + [i for i in _drain(q) if i is not _STOP]  # a batch in hand when cancelled, too
             if left:
                 self._give_up(left, WriterClosed("writer stopped"))
             self._idle.set()
@@ -198,15 +204,21 @@ class BatchWriter(Generic[T]):
 
     async def close(self, timeout: float | None = None) -> None:
         """Let `run` write what is queued (within `timeout`, then stop retrying) and end."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        queued = False
         try:
             await asyncio.wait_for(self._queue.put(_STOP), timeout)
-            if timeout is None:
-                await self.flush()
-            else:
-                await asyncio.wait_for(self.flush(), timeout)
+            queued = True
+            await asyncio.wait_for(self.flush(), None if end is None else max(0.0, end - loop.time()))
         except TimeoutError:
             pass
-        self._closing.set()
+        self._closing.set()  # run() gives up what is left and returns
+        if not queued:
+            try:
+                self._queue.put_nowait(_STOP)  # wakes a run() waiting on an empty queue
+            except asyncio.QueueFull:
+                pass  # run() is not waiting: it sees _closing on its next batch
 
 
 def _drain(q: asyncio.Queue) -> list:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # agisim, the Asterisk side
 
 RULES_DIR = ROOT / "rules"
 MONDAY_10 = datetime.fromisoformat("2026-11-23T10:00:00+03:00")  # business hours: the full rule path
@@ -132,10 +133,10 @@ _STATE: dict = {}
 
 
 async def serve_router(db: Path, port_out, log_decisions: bool = True, set_variables: str = "array") -> None:
-    from callrouter.agi.decisionlog import DecisionLogProcess
     from callrouter.agi.server import FastAgiServer
     from callrouter.ami.events import DeviceStateChange
     from callrouter.config import AgiConfig
+    from callrouter.decisionlog.process import DecisionLogProcess
     from callrouter.routing.presence import Presence
     from callrouter.routing.lookup import PhoneDirectory
     from callrouter.routing.router import Router
@@ -185,7 +186,7 @@ async def serve_router(db: Path, port_out, log_decisions: bool = True, set_varia
                                       **({"linger": float(linger)} if linger else {}))
         _STATE["recorder"] = recorder
         if log_decisions:
-            recorder.start()
+            _STATE["recorder_task"] = asyncio.create_task(recorder.run(), name="route-decision-log")
         server = FastAgiServer(router, AgiConfig(set_variables=set_variables), recorder=recorder if log_decisions else None,
                                host="127.0.0.1", port=0,
                                clock=lambda: MONDAY_10)
@@ -233,7 +234,7 @@ def child_main(mode: str, db: str, log_decisions: bool, set_variables: str) -> N
             # the server's CPU includes its decision-log process
             ru = resource.getrusage(resource.RUSAGE_SELF)
             rec = _STATE.get("recorder")
-            pending = rec.pending if rec is not None and rec._task is not None else 0
+            pending = rec.pending if rec is not None and "recorder_task" in _STATE else 0
             child = getattr(rec, "_proc", None)
             print(f"CPUNOW {ru.ru_utime + ru.ru_stime + process_cpu(child.pid if child else None)} {pending}",
                   flush=True)
@@ -244,8 +245,10 @@ def child_main(mode: str, db: str, log_decisions: bool, set_variables: str) -> N
         task = asyncio.create_task(serve_bare(port_out) if mode == "bare" else serve_router(Path(db), port_out, log_decisions, set_variables))
         await stop.wait()
         rec = _STATE.get("recorder")
-        if rec is not None and rec._task is not None:
+        logged = rec is not None and "recorder_task" in _STATE
+        if logged:
             await rec.close(timeout=60)
+            await _STATE.pop("recorder_task")
         task.cancel()
         try:
             await task
@@ -253,7 +256,7 @@ def child_main(mode: str, db: str, log_decisions: bool, set_variables: str) -> N
             pass
         ru = resource.getrusage(resource.RUSAGE_SELF)
         print("CPU " + json.dumps({"user": ru.ru_utime, "sys": ru.ru_stime,
-                                   "log": dict(rec.stats) if rec is not None and rec._task is None else None}),
+                                   "log": dict(rec.stats) if logged else None}),
               flush=True)
 
     asyncio.run(run())
@@ -292,7 +295,7 @@ class _Asterisk(asyncio.Protocol):
 
     def _get(self, data: bytes) -> bytes:
         """Answer GET VARIABLE as Asterisk would, from the SET VARIABLE lines seen before."""
-        from callrouter.agi.probe import agi_args, parse_set_variable
+        from agisim import agi_args, parse_set_variable
 
         name = agi_args(data.decode())[2]
         values = dict(kv for line in self.last.decode().splitlines(True) for kv in parse_set_variable(line) or ())

@@ -13,7 +13,7 @@ the decision log flushes, the periodic refreshes end. A PBX source that gives up
 the daemon the same way.
 
 What a web layer needs is here: `snapshot()` (live calls, presence, AMI links),
-`counters()`, `reload()` (SIGHUP: rules and DND), `set_dnd()`.
+`counters()`, `reload()` (SIGHUP: rules and DND), `set_dnd()`, `clients_changed()`.
 """
 from __future__ import annotations
 
@@ -210,6 +210,11 @@ class Daemon:
         assert self.presence is not None
         await self.store.set_dnd(extension, on)
         self.presence.set_dnd(extension, on)
+
+    async def clients_changed(self, ids: list[str]) -> None:
+        """Clients were upserted or deleted in the store: routing sees them at once."""
+        if self.directory is not None and ids:
+            await self.directory.refresh_clients(ids)
 
     def reload(self) -> None:
         """SIGHUP: the rules (a bad file keeps the old ones) and DND from the store."""

@@ -90,6 +90,7 @@ class Daemon:
         self.routes: RouteLog | None = None
         self.reporters: list[QueuedReporter] = []
         self.pbxs: dict[str, PbxLink] = {}
+        self._reload_wanted = asyncio.Event()
 
     # ------------------------------------------------------------------ building
     def build_reporters(self, store: Any) -> list[QueuedReporter]:
@@ -144,6 +145,7 @@ class Daemon:
                     await asyncio.wait([loading])
                 periodic.append(tg.create_task(self._refresh_directory(loading), name="directory-refresh"))
                 periodic.append(tg.create_task(self._every(DND_REFRESH, self.refresh_dnd), name="dnd-refresh"))
+                periodic.append(tg.create_task(self._reloader(), name="reloader"))
                 pbx_tasks = [tg.create_task(self._run_pbx(link, stop), name=f"pbx-{name}")
                              for name, link in self.pbxs.items()]
                 self.started.set()
@@ -217,11 +219,17 @@ class Daemon:
             await self.directory.refresh_clients(ids)
 
     def reload(self) -> None:
-        """SIGHUP: the rules (a bad file keeps the old ones) and DND from the store."""
-        if self.rules is not None:
-            self.rules.reload()
-        if self.presence is not None:
-            asyncio.get_running_loop().create_task(self.refresh_dnd(), name="dnd-reload")
+        """SIGHUP: the rules (a bad file keeps the old ones) and DND from the store, done by
+        the reloader task; signals that arrive meanwhile make one more reload, not many."""
+        self._reload_wanted.set()
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            if self.rules is not None:
+                self.rules.reload()
+            await self.refresh_dnd()
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

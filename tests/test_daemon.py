@@ -154,3 +154,53 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
     assert record.route.rule and record.route.latency_ms is not None and record.route.latency_ms > 0
     assert record.client_id == "c-1001"
     assert (record.outcome, record.answered_by, record.complete) == ("answered", "101", True)
+
+
+async def test_the_daemon_shows_live_calls_counts_reloads_and_stores_the_open_call(tmp_path: Path) -> None:
+    """What a web layer will read from the Daemon while it runs: the call in progress in
+    its snapshot, the walk's counters; SIGHUP's reload picks up new rules; on stop the
+    open call is written incomplete."""
+    import shutil
+
+    from callrouter.config import load_settings
+    from callrouter.daemon import Daemon
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    await upgrade(url)
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("*.md"))
+    frames = load_recording(RECORDINGS / "answered_owner.ami.jsonl")
+    first_hangup = next(i for i, f in enumerate(frames) if f.startswith("Event: Hangup\r\n"))
+    async with FakeAmi(frames[:first_hangup]) as ami:
+        config = tmp_path / "callrouter.toml"
+        config.write_text(f'database_url = "{url}"\nrules_dir = "{rules}"\n[agi]\nhost = "127.0.0.1"\nport = 0\n'
+                          f'[[pbx]]\nname = "lab"\nport = {ami.port}\n')
+        daemon = Daemon(load_settings(config))
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop))
+        try:
+            async def call_is_live() -> bool:
+                return daemon.started.is_set() and any(p.live_calls for p in daemon.snapshot().pbx)
+            await _wait_for(call_is_live)
+            [lab] = daemon.snapshot().pbx
+            assert lab.name == "lab" and lab.connected
+            [live] = lab.live_calls
+            assert live.pbx == "lab" and live.caller_raw.endswith("9161234567")
+            assert daemon.counters()["calllog.lab.events"] > 0
+            assert daemon.counters()["calllog.lab.in_flight"] == 1
+
+            (rules / "99-extra.yaml").write_text("rules:\n  - {name: extra, dial: Local/x@queues}\n")
+            daemon.reload()
+
+            async def reloaded() -> bool:
+                return daemon.rules.version == 2
+            await _wait_for(reloaded)
+            assert daemon.rules.current.rules[-1].rule.name == "extra"
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 20)
+    async with Store(url) as store:
+        [call_id] = await _call_ids(store)
+        record = await store.get_call("lab", call_id)
+    assert record.complete is False and record.gaps == ("daemon stopped with the call in progress",)
+    assert daemon.counters()["reporter.call record.saved"] == 1

@@ -269,8 +269,11 @@ async def test_the_document_and_the_docs_page_are_served_locally(api: Api, http)
     assert {"/api/clients", "/api/clients/{id}", "/api/clients/bulk", "/api/managers/{extension}/dnd", "/api/calls",
             "/api/calls/{pbx}/{call_id}", "/health", "/metrics", "/login"} <= set(doc["paths"])
     put = doc["paths"]["/api/clients/{id}"]["put"]
-    assert put["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ClientIn"}
-    assert "phones" in doc["components"]["schemas"]["ClientIn"]["properties"]
+    assert put["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ClientPut"}
+    assert "phones" in doc["components"]["schemas"]["ClientPut"]["properties"]
+    bulk = doc["paths"]["/api/clients/bulk"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert doc["components"]["schemas"]["BulkClientsIn"]["properties"]["clients"]["items"] == {
+        "$ref": "#/components/schemas/ClientIn"} and bulk == {"$ref": "#/components/schemas/BulkClientsIn"}
     async with http.get(api.url + "/docs") as r:
         page = await r.text()
     assert r.headers["Content-Type"].startswith("text/html")

@@ -29,13 +29,15 @@ def _routes() -> list[Route]:
 
 def _serve(route: Route, daemon: Any):
     async def handler(request: web.Request) -> web.StreamResponse:
-        from .app import ApiError
+        from .app import ApiError, check_text
 
         principal = None
         if route.roles:
             principal = await request.app[AUTH].principal(request)
             if principal.user.role not in route.roles:
                 raise ApiError(403, f"role {principal.user.role} may not {route.method} {route.path}")
+        for name, value in request.match_info.items():
+            check_text(name, value)
         out = await route.handler(request, Ctx(principal, daemon))
         if isinstance(out, web.StreamResponse):
             return out

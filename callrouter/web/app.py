@@ -116,9 +116,27 @@ async def read_json(request: web.Request) -> Any:
     if ctype != "application/json":
         raise ApiError(415, f"send the body as application/json (got {ctype or 'nothing'})")
     try:
-        return json.loads(await request.read())
+        data = json.loads(await request.read())
+        # what no database can store: text with a NUL, or a lone surrogate (not UTF-8)
+        text = json.dumps(data, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "body has text that is not valid Unicode (a lone surrogate)", field="(body)") from None
     except ValueError as e:
         raise ApiError(400, f"body is not valid JSON: {e}", field="(body)") from None
+    if "\\u0000" in text or "\x00" in text:
+        raise ApiError(400, "body has a NUL character in a text", field="(body)")
+    return data
+
+
+def check_text(where: str, value: str) -> None:
+    """Path and query text: the same rule as bodies."""
+    if "\x00" in value:
+        raise ApiError(400, f"{where}: has a NUL character", field=where)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{where}: not valid Unicode", field=where) from None
 
 
 async def read_body(request: web.Request, model: type[BaseModel], context: dict[str, Any] | None = None,
@@ -134,6 +152,8 @@ async def read_body(request: web.Request, model: type[BaseModel], context: dict[
 def read_query(request: web.Request, model: type[BaseModel]) -> Any:
     data: dict[str, Any] = {}
     for k, v in request.query.items():
+        check_text(k, k)
+        check_text(k, v)
         if k in data:
             raise ApiError(400, f"{k}: given more than once", field=k)
         data[k] = v

@@ -18,7 +18,7 @@ from callrouter.store.clients import Client
 
 from .app import STAFF, ApiError, Ctx, Route, not_found, read_body, read_json, read_query
 from .csvout import CLIENT_COLUMNS, csv_response, wants_csv
-from .models import BulkClientsIn, BulkOut, ClientPage, ClientQuery
+from .models import BulkClientsIn, BulkOut, ClientPage, ClientPut, ClientQuery
 
 
 class UnknownOwner(ApiError):
@@ -124,6 +124,7 @@ async def put_one(request: web.Request, ctx: Ctx) -> Client:
         if "id" in data and data["id"] != cid:
             raise ApiError(400, f"id: the body's id {data['id']!r} is not the path's {cid!r}", field="id")
         data = {**data, "id": cid}
+    # validated as the ClientIn it becomes (ClientPut only documents the optional id)
     item: ClientIn = await read_body(request, ClientIn, context={"region": ctx.region}, data=data)
     await apply_clients(ctx.daemon, [item], field_prefix="")
     return (await ctx.store.get_clients([item.id]))[item.id]
@@ -154,7 +155,7 @@ ROUTES = [
     Route("POST", "/api/clients/bulk", bulk, "Upsert many clients at once (all or none)",
           roles=STAFF, body=BulkClientsIn, response=BulkOut, tag="clients"),
     Route("GET", "/api/clients/{id}", get_one, "One client", response=Client, tag="clients", extra=_ID),
-    Route("PUT", "/api/clients/{id}", put_one, "Create or replace a client", roles=STAFF, body=ClientIn,
+    Route("PUT", "/api/clients/{id}", put_one, "Create or replace a client", roles=STAFF, body=ClientPut,
           response=Client, tag="clients", extra=_ID),
     Route("DELETE", "/api/clients/{id}", delete_one, "Delete a client", roles=STAFF, status=204,
           tag="clients", extra=_ID),

@@ -13,7 +13,7 @@ from callrouter.crm.models import ManagerIn
 
 from .app import ALL_ROLES, ApiError, Ctx, Route, not_found, read_body, read_json, read_query
 from .csvout import MANAGER_COLUMNS, csv_response, wants_csv
-from .models import DndIn, ListQuery, ManagerOut
+from .models import DndIn, ListQuery, ManagerOut, ManagerPut
 
 
 def _out(m: Any) -> ManagerOut:
@@ -69,7 +69,7 @@ ROUTES = [
           response=list[ManagerOut],
           csv=True, tag="managers"),
     Route("PUT", "/api/managers/{extension}", put_one, "Create or update a manager (name, devices)",
-          roles=("admin",), body=ManagerIn, response=ManagerOut, tag="managers", extra=_EXT),
+          roles=("admin",), body=ManagerPut, response=ManagerOut, tag="managers", extra=_EXT),
     Route("PUT", "/api/managers/{extension}/dnd", put_dnd, "Do-not-disturb on or off (routing sees it at once)",
           roles=ALL_ROLES, body=DndIn, response=ManagerOut, errors=(404,), tag="managers", extra=_EXT),
 ]

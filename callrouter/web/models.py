@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from callrouter.crm.models import ClientIn
+from callrouter.crm.models import ClientIn, Extension, ManagerIn
 from callrouter.records import CallRecord, Direction, Outcome
 from callrouter.store.clients import Client
 
@@ -61,6 +61,12 @@ class ClientPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
 
 
+class ClientPut(ClientIn):
+    """The body of PUT /api/clients/{id}: a ClientIn whose id may be left out (the path's)."""
+    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = Field(
+        default=None, description="the path's id; may be left out")
+
+
 class BulkClientsIn(_In):
     clients: list[ClientIn] = Field(max_length=10_000)
 
@@ -79,6 +85,11 @@ class ManagerOut(BaseModel):
     name: str | None
     dnd: bool
     devices: list[str]
+
+
+class ManagerPut(ManagerIn):
+    """The body of PUT /api/managers/{extension}: a ManagerIn whose extension may be left out."""
+    extension: Extension | None = Field(default=None, description="the path's extension; may be left out")
 
 
 class DndIn(_In):

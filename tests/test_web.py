@@ -278,3 +278,32 @@ async def test_the_document_and_the_docs_page_are_served_locally(api: Api, http)
         page = await r.text()
     assert r.headers["Content-Type"].startswith("text/html")
     assert "/openapi.json" in page and "http://" not in page and "https://" not in page
+
+
+# ------------------------------------------------------------------ the users command
+
+def test_users_add_shows_the_token_once_and_stores_only_its_hash(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+    from sqlalchemy import create_engine, text
+
+    from callrouter.cli import main
+
+    db = tmp_path / "users.db"
+    monkeypatch.setenv("CALLROUTER_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner().invoke
+    assert run(main, ["db", "upgrade"]).exit_code == 0
+    added = run(main, ["users", "add", "ann", "--role", "manager", "--extension", "101"])
+    assert added.exit_code == 0, added.output
+    token = added.stdout.strip()
+    assert token.startswith("cr_")
+    refused = run(main, ["users", "add", "bob", "--role", "manager"])
+    assert refused.exit_code != 0 and "--extension is required" in refused.output
+    with create_engine(f"sqlite:///{db}").connect() as conn:
+        stored = conn.execute(text("select token_id, token_hash from api_users")).one()
+    secret = token.split("_", 2)[2]
+    assert stored.token_hash.startswith("scrypt$") and secret not in stored.token_hash
+    assert run(main, ["users", "revoke", "ann"]).exit_code == 0
+    listed = run(main, ["users", "list"]).stdout
+    assert listed.startswith("ann\tmanager\t101\t") and "revoked" in listed
+    assert run(main, ["users", "revoke", "ann"]).exit_code != 0   # already revoked: said so

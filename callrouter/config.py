@@ -70,6 +70,17 @@ class AgiConfig(_Strict):
     decision_log: Literal["process", "inline"] = "process"
 
 
+class WebConfig(_Strict):
+    """The REST API inside the daemon (callrouter.web)."""
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    # a browser session (POST /login) lasts this long
+    session_hours: float = Field(default=12.0, gt=0)
+    # mark the session cookie Secure: set it when a TLS proxy is in front
+    secure_cookie: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLROUTER_", env_nested_delimiter="__",
                                       extra="forbid", frozen=True)
@@ -81,6 +92,7 @@ class Settings(BaseSettings):
     pbx: tuple[PbxConfig, ...] = (PbxConfig(),)
     managers: tuple[ManagerConfig, ...] = ()
     agi: AgiConfig = AgiConfig()
+    web: WebConfig = WebConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:

@@ -12,7 +12,8 @@ walked; calls in flight become incomplete records), the reporters write what the
 the decision log flushes, the periodic refreshes end. A PBX source that gives up stops
 the daemon the same way.
 
-What a web layer needs is here: `snapshot()` (live calls, presence, AMI links),
+The REST API (`callrouter.web`, `[web]` in the config) is one of the parts: built
+here, bound in `run`, closed first in `_stop`. What it needs is here: `snapshot()` (live calls, presence, AMI links),
 `counters()`, `reload()` (SIGHUP: rules and DND), `set_dnd()`, `clients_changed()`.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ from callrouter.routing.rules import RuleSet
 from callrouter.routing.types import AgentStatus
 from callrouter.store import Store
 from callrouter.tracker import LiveCall, Tracker
+from callrouter.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class Daemon:
         self.reporters: list[QueuedReporter] = []
         self.pbxs: dict[str, PbxLink] = {}
         self._reload_wanted = asyncio.Event()
+        self.web: WebServer | None = None
 
     # ------------------------------------------------------------------ building
     def build_reporters(self, store: Any) -> list[QueuedReporter]:
@@ -122,8 +125,9 @@ class Daemon:
         self.agi = FastAgiServer(self.router, s.agi, recorder=self.decision_log,
                                  pbx=s.pbx[0].name if s.pbx else "main",
                                  pbx_by_peer={p.host: p.name for p in s.pbx}, clock=self._clock,
-                                 on_decision=self.routes.add)
+                                 on_decision=self._decided)
         self.reporters = self.build_reporters(store)
+        self.web = WebServer(self) if s.web.enabled else None
         for cfg in s.pbx:
             tracker = Tracker(cfg.name, self.devices, s.default_region)
             calllog = CallLog(tracker, self.reporters, observers=[self.presence.apply], enrich=self.routes.enrich)
@@ -136,6 +140,12 @@ class Daemon:
             assert self.agi is not None and self.directory is not None
             await self.agi.start()
             log.info("routing: FastAGI on %s:%d", self.agi.host, self.agi.port)
+            if self.web is not None:
+                try:
+                    await self.web.start()
+                except BaseException:
+                    await self.agi.close(0)
+                    raise
             periodic: list[asyncio.Task] = []
             async with asyncio.TaskGroup() as tg:
                 log_task = tg.create_task(self.decision_log.run(), name="decision-log")
@@ -156,6 +166,8 @@ class Daemon:
     async def _stop(self, pbx_tasks: list[asyncio.Task], reporting: list[asyncio.Task], log_task: asyncio.Task,
                     periodic: list[asyncio.Task]) -> None:
         assert self.agi is not None
+        if self.web is not None:
+            await self.web.close()
         await self.agi.close(STOP_GRACE)
         for link in self.pbxs.values():
             await link.source.aclose()
@@ -167,6 +179,14 @@ class Daemon:
         await log_task
         for t in periodic:
             t.cancel()
+
+    def _decided(self, call: Any) -> None:
+        """FastAGI `on_decision`, after the answer is written: the route log (joins
+        the decision to the call record) and the latency histogram."""
+        assert self.routes is not None
+        self.routes.add(call)
+        if self.web is not None:
+            self.web.on_decision(call)
 
     async def _run_pbx(self, link: PbxLink, stop: asyncio.Event) -> None:
         calllog = link.calllog

@@ -38,7 +38,7 @@ async def test_sigterm_persists_calls_in_flight_as_incomplete(tmp_path: Path) ->
     frames = _until_hangup_of_last_call(load_recording(RECORDINGS / "burst.ami.jsonl"))
     async with FakeAmi(frames, secret="s3cret") as ami:
         config = tmp_path / "callrouter.toml"
-        config.write_text(f'database_url = "{url}"\nrules_dir = "{RULES}"\n[agi]\nport = 0\n'
+        config.write_text(f'database_url = "{url}"\nrules_dir = "{RULES}"\n[agi]\nport = 0\n[web]\nport = 0\n'
                           f'[[pbx]]\nname = "lab"\nport = {ami.port}\nusername = "callrouter"\n'
                           f'secret = "s3cret"\n')
         proc = await asyncio.create_subprocess_exec(
@@ -126,7 +126,7 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
     async with FakeAmi([]) as ami:
         config = tmp_path / "callrouter.toml"
         config.write_text(f'database_url = "{url}"\nrules_dir = "{RULES}"\n'
-                          f'[agi]\nhost = "127.0.0.1"\nport = {agi_port}\n'
+                          f'[agi]\nhost = "127.0.0.1"\nport = {agi_port}\n[web]\nport = 0\n'
                           f'[[pbx]]\nname = "lab"\nport = {ami.port}\n'
                           f'[[managers]]\nextension = "101"\ndevices = ["Local/101@phones"]\n')
         stop = asyncio.Event()

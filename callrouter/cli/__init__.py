@@ -1,5 +1,5 @@
 """The `callrouter` command: every subcommand lives in this package, one module a room
-(calllog: replay; daemon: run; db: upgrade; routing: rules, route)."""
+(calllog: replay; daemon: run; db: upgrade; routing: rules, route; users: API tokens)."""
 from __future__ import annotations
 
 import logging
@@ -23,6 +23,6 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-from . import calllog, daemon, db, routing  # noqa: E402  - each registers its commands on `main`
+from . import calllog, daemon, db, routing, users  # noqa: E402  - each registers its commands on `main`
 
-__all__ = ["calllog", "daemon", "db", "main", "routing"]
+__all__ = ["calllog", "daemon", "db", "main", "routing", "users"]

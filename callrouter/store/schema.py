@@ -211,4 +211,19 @@ class Lead(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class ApiUser(Base):
+    """A REST API user (`callrouter users add`). Only a hash of the token is kept; the
+    token's public `token_id` part finds the row without scanning every hash."""
+    __tablename__ = "api_users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    role: Mapped[str] = mapped_column(String)
+    extension: Mapped[str | None] = mapped_column(String)
+    token_id: Mapped[str] = mapped_column(String, unique=True)
+    token_hash: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
+
+
 metadata = Base.metadata

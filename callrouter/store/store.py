@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config import ManagerConfig
 from callrouter.records import CallRecord
 
-from . import calls, clients, managers, routing
+from . import calls, clients, managers, queries, routing, users
 from .clients import Client
 from .engine import DEFAULT_STATEMENT_TIMEOUT, make_engine
 from .migrate import check_revision
@@ -136,3 +137,57 @@ class Store:
             if leads:
                 await routing.save_leads(conn, leads)
         return len(leads)
+
+    # REST API: users (tokens are made and checked in callrouter.web.tokens)
+    async def add_user(self, name: str, role: users.Role, extension: str | None, token_id: str,
+                       token_hash: str) -> users.User:
+        async with self.engine.begin() as conn:
+            return await users.add_user(conn, name, role, extension, token_id, token_hash)
+
+    async def list_users(self) -> list[users.User]:
+        async with self.engine.connect() as conn:
+            return await users.list_users(conn)
+
+    async def revoke_user(self, name: str) -> bool:
+        async with self.engine.begin() as conn:
+            return await users.revoke_user(conn, name)
+
+    async def user_by_token_id(self, token_id: str) -> tuple[users.User, str] | None:
+        async with self.engine.connect() as conn:
+            return await users.user_by_token_id(conn, token_id)
+
+    async def user_by_id(self, user_id: int) -> users.User | None:
+        async with self.engine.connect() as conn:
+            return await users.user_by_id(conn, user_id)
+
+    # REST API: reads (store/queries.py)
+    async def search_clients(self, **kw: Any) -> list[Client]:
+        async with self.engine.connect() as conn:
+            return await queries.search_clients(conn, **kw)
+
+    async def delete_client(self, client_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            return await queries.delete_client(conn, client_id)
+
+    async def list_managers(self, extensions: Sequence[str] | None = None) -> list[queries.ManagerRow]:
+        async with self.engine.connect() as conn:
+            return await queries.list_managers(conn, extensions)
+
+    async def manager_extensions(self, extensions: Sequence[str]) -> set[str]:
+        async with self.engine.connect() as conn:
+            return await queries.manager_extensions(conn, extensions)
+
+    async def list_calls(self, f: queries.CallFilter, *, before: int | None = None,
+                         limit: int = 100) -> list[tuple[int, CallRecord]]:
+        async with self.engine.connect() as conn:
+            return await queries.list_calls(conn, f, before=before, limit=limit)
+
+    async def call_with_decisions(self, pbx: str, call_id: str, *, visible_to: str | None = None
+                                  ) -> tuple[CallRecord, list[queries.StoredDecision]] | None:
+        async with self.engine.connect() as conn:
+            return await queries.call_with_decisions(conn, pbx, call_id, visible_to=visible_to)
+
+    async def ping(self) -> None:
+        """One round trip to the database (health checks)."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))

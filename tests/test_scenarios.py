@@ -34,8 +34,9 @@ async def run_through_daemon_path(frames: list[str], store: Store) -> list[CallR
             writing = tg.create_task(writer.run())
             async with AmiSource(cfg) as source:
                 async def close_when_served() -> None:
-                    # every frame read (+1: the Login response); then closing loses nothing
-                    while source.stats.frames + source.stats.oversized < len(frames) + 1:
+                    # every frame of the recording read (answers to our own actions - Login,
+                    # the on-login snapshot - not counted); then closing loses nothing
+                    while source.stats.frames - source.stats.responses + source.stats.oversized < len(frames):
                         await asyncio.sleep(0.01)
                     await source.aclose()
                 tg.create_task(close_when_served())

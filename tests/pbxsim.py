@@ -23,6 +23,8 @@ class Pbx:
     t: float = 1795370000.0
     timestamps: bool = True
     frames: list[dict[str, str]] = field(default_factory=list)
+    # event names an AMI user's eventfilter drops (manager.conf `eventfilter = !Event: ...`)
+    filtered: frozenset[str] = frozenset()
     _uid: int = 100
     _seq: int = 0
 
@@ -30,6 +32,8 @@ class Pbx:
         self.t += seconds
 
     def _emit(self, event: str, **headers: str) -> None:
+        if event in self.filtered:
+            return
         frame = {"Event": event, "Privilege": "call,all"}
         if self.timestamps:
             frame["Timestamp"] = f"{self.t:.6f}"
@@ -201,3 +205,19 @@ class Pbx:
 
     def raw_frames(self) -> list[str]:
         return [self.raw(f) for f in self.frames]
+
+    # ---- additions for tests/test_tracker_anynaming.py (additive)
+
+    def set_callerid(self, ch: Chan, number: str) -> None:
+        """NewCallerid (manager_channels.c): the channel's own caller ID changed, e.g. Dial
+        setting it on the outgoing channel (app_dial.c) or CALLERID(num) in the dialplan."""
+        ch.caller_num = number
+        self._emit("NewCallerid", **self._snap(ch), CID_CallingPres="0 (Presentation Allowed, Not Screened)")
+
+    def global_var(self, name: str, value: str) -> None:
+        """Set(GLOBAL(x)=...): VarSet with no channel (manager_channels.c writes `none`)."""
+        self._emit("VarSet", Channel="none", Uniqueid="none", Linkedid="none", Variable=name, Value=value)
+
+    def user_event(self, name: str, ch: Chan | None = None, **headers: str) -> None:
+        """UserEvent() (apps/app_userevent.c), with the channel's snapshot when one ran it."""
+        self._emit("UserEvent", **(self._snap(ch) if ch else {}), UserEvent=name, **headers)

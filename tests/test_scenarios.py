@@ -16,7 +16,7 @@ from callrouter.records import CallRecord
 from callrouter.reporters import RecordCollector, StoreWriter
 from callrouter.store import Store
 from callrouter.tracker import Tracker
-from expectations import differences
+from expectations import assert_names_who_answered, differences
 from fakeami import FakeAmi, load_recording
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
@@ -48,6 +48,7 @@ async def run_through_daemon_path(frames: list[str], store: Store) -> list[CallR
     stored = [await store.get_call("main", r.call_id) for r in seen.records]
     assert stored == seen.records  # what the store gives back is what the tracker made
     assert await store.count_calls("main") == len(seen.records)
+    assert_names_who_answered(stored)
     return stored
 
 

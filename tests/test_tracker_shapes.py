@@ -7,13 +7,16 @@ import sys
 from callrouter.ami.events import StreamGap, parse_event
 from callrouter.tracker import CallFinished, Tracker, replay
 
+from expectations import assert_names_who_answered
 from pbxsim import Pbx
 
 
 def records(pbx: Pbx, extra=()):
     events = [parse_event(f, None) for f in pbx.frames]
     events.extend(extra)
-    return replay(events)
+    out = replay(events)
+    assert_names_who_answered(out)
+    return out
 
 
 def inbound(p: Pbx, did="5550100", caller="+79161234567"):

@@ -191,11 +191,17 @@ class _View:
         """Answered, then hung up without ever meeting anyone in a bridge: a confirmation step
         the callee declined or let time out (app_followme.c publishes DialEnd ANSWER before its
         "press 1" prompt; app_dial.c M()/U() run the screening after ANSWER) - not an answer."""
-        if leg.answered_seq is None or not bridges_visible:
+        if leg.answered_seq is None:
             return False
         chans = [self.ch.get(u) for u in (leg.dest, self.twin(leg.dest)) if u]
         chans = [c for c in chans if c is not None]
-        return bool(chans) and all(c.hungup and not c.bridged for c in chans)
+        if not chans or not all(c.hungup and not c.bridged for c in chans):
+            return False
+        # never bridged is evidence only where the stream carries bridge events, or when the
+        # dialer went on to ring someone else after this leg hung up (follow-me's next step)
+        gone = max(c.first_signal.seq for c in chans if c.first_signal) if all(c.first_signal for c in chans) else None
+        went_on = gone is not None and any(o.dialer == leg.dialer and o.began_seq > gone for o in self.call.legs)
+        return bridges_visible or went_on
 
 
 def _leg_result(v: _View, leg: LegState, answered: list[LegState], caller_gave_up: bool,

@@ -88,6 +88,7 @@ class FakeAmi:
         # what is up at the PBX now, from every frame it has produced (written or not):
         # what CoreShowChannels / BridgeList / DeviceStateList / ExtensionStateList answer
         self.channels: dict[str, dict[str, str]] = {}  # uniqueid -> latest snapshot headers
+        self.created: dict[str, float] = {}            # uniqueid -> when its Newchannel happened
         self.bridge_of: dict[str, str] = {}            # uniqueid -> bridge id
         self.device_states: dict[str, str] = {}
         self.extension_states: dict[tuple[str, str], dict[str, str]] = {}
@@ -123,6 +124,8 @@ class FakeAmi:
     def _apply(self, data: bytes) -> None:
         h = _parse_action(data.split(b"\r\n\r\n", 1)[0])
         event, uid = h.get("event", "").lower(), h.get("uniqueid", "")
+        if event == "newchannel":
+            self.created[uid] = time.time()
         if event == "newchannel" or (uid in self.channels and "channel" in h and event != "hangup"):
             self.channels[uid] = h
         if event == "hangup":
@@ -155,9 +158,13 @@ class FakeAmi:
             keys = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
                     "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context",
                     "Exten", "Priority", "Uniqueid", "Linkedid")
+            def duration(uid: str) -> str:
+                s = int(time.time() - self.created.get(uid, time.time()))
+                return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+            # listed in no particular order (a hash container in Asterisk): newest first here
             items = [f"Event: CoreShowChannel\r\n{fields(h, keys)}BridgeId: {self.bridge_of.get(uid, '')}\r\n"
-                     f"Application: Dial\r\nApplicationData: \r\nDuration: 00:00:10\r\n"
-                     for uid, h in self.channels.items()]
+                     f"Application: Dial\r\nApplicationData: \r\nDuration: {duration(uid)}\r\n"
+                     for uid, h in reversed(self.channels.items())]
             return self._list(aid, items, "CoreShowChannelsComplete", "Channels will follow")
         if name == "bridgelist":  # manager_bridges.c manager_bridges_list
             counts: dict[str, int] = {}

@@ -221,3 +221,24 @@ class Pbx:
     def user_event(self, name: str, ch: Chan | None = None, **headers: str) -> None:
         """UserEvent() (apps/app_userevent.c), with the channel's snapshot when one ran it."""
         self._emit("UserEvent", **(self._snap(ch) if ch else {}), UserEvent=name, **headers)
+
+    def show_channels(self, chans: list[Chan], bridge_of: dict[str, str] | None = None,
+                      action_id: str = "snap-1", up_for: float = 0.0) -> None:
+        """The answer to CoreShowChannels as the AMI source puts it into the stream
+        (main/manager_channels.c action_coreshowchannels): one CoreShowChannel per channel up,
+        with its BridgeId and Duration, then CoreShowChannelsComplete with ListItems."""
+        bridge_of = bridge_of or {}
+        d = int(up_for)
+        for ch in chans:
+            self._emit("CoreShowChannel", ActionID=action_id, **self._snap(ch),
+                       BridgeId=bridge_of.get(ch.uniqueid, ""), Application="AppDial",
+                       ApplicationData="(Outgoing Line)", Duration=f"{d // 3600:02d}:{d // 60 % 60:02d}:{d % 60:02d}")
+        self._emit("CoreShowChannelsComplete", ActionID=action_id, EventList="Complete",
+                   ListItems=str(len(chans)))
+
+    def gap(self, reason: str = "connection closed by the PBX") -> dict[str, str]:
+        """Where the source would put its StreamGap marker (not an AMI frame: a marker frame
+        that tests turn into ami.events.StreamGap)."""
+        frame = {"Event": "__gap__", "Reason": reason, "Timestamp": f"{self.t:.6f}"}
+        self.frames.append(frame)
+        return frame

@@ -116,6 +116,11 @@ async def test_calls_up_across_a_10s_outage_one_ending_during_it() -> None:
     assert a.ended_at is not None
     assert c.call_id == c_trunk.uniqueid and c.complete is False
     assert any("first seen" in g and "after a reconnect" in g for g in c.gaps)
+    # C was found bridged with its caller: answered by the phone it was bridged with, when
+    # unknown; it began about OUTAGE seconds before it was listed (CoreShowChannel Duration)
+    assert (c.direction, c.outcome, c.answered_by, c.answered_at) == ("in", "answered", "102", None)
+    assert c.started_at is not None and c.ended_at is not None
+    assert OUTAGE - 1 <= (c.ended_at - c.started_at).total_seconds() <= OUTAGE + 3
     assert_names_who_answered(records)
     # the stream carried the marker, then the snapshot's items, in order; presence's device
     # states came back with DeviceStateList

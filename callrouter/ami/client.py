@@ -529,6 +529,9 @@ class AmiSource:
 
     async def _connect(self) -> _Protocol:
         cfg = self._cfg
+        # panoramisk keeps actions pending on a lost connection to resend them later; ours
+        # (the Login, a snapshot) are re-made from scratch on every connection
+        self._manager.awaiting_actions.clear()
         try:
             proto = await self._manager.open(cfg.connect_timeout)
         except TimeoutError:

@@ -111,7 +111,7 @@ class Tracker:
         return sorted(seen.values(), key=lambda c: self._channels[c.key].seq)
 
     def _channel(self, snap: ev.Channel | None, t: float | None, created: bool = False,
-                 adopt: str | None = None) -> ChannelState | None:
+                 adopt: str | None = None, since: float | None = None) -> ChannelState | None:
         """The state of a channel an event mentions. Only its Newchannel (`created`) or the
         PBX's own list of channels (`adopt`: why it is first seen mid-call) creates it: any
         other event for a channel never seen creates nothing and is counted. Channels of calls
@@ -129,7 +129,8 @@ class Tracker:
         if ch is None:
             ch = ChannelState(uniqueid=snap.uniqueid, name=snap.name, linkedid=snap.linkedid,
                               first_linkedid=snap.linkedid, seq=self._seq,
-                              created_at=t, seen_created=created, exten=snap.exten, context=snap.context)
+                              created_at=t if adopt is None else since, seen_created=created,
+                              exten=snap.exten, context=snap.context)
             self._channels[ch.uniqueid] = ch
             call = self._by_linkedid.get(snap.linkedid)
             if call is None:
@@ -162,7 +163,7 @@ class Tracker:
         if snap.caller_name and snap.caller_name != "<unknown>" and not ch.up:
             ch.caller_name = snap.caller_name
         if snap.state == "Up" and not ch.up:
-            ch.up, ch.up_at = True, t
+            ch.up, ch.up_at = True, t if adopt is None else None  # a list says it is up, not since when
         call = self._call_of[ch.uniqueid]
         call.last_seq = self._seq
         if t is not None:
@@ -559,19 +560,36 @@ class Tracker:
             return
         self._listing[e.channel.uniqueid] = e.channel
         known = e.channel.uniqueid in self._channels
-        ch = self._channel(e.channel, e.time, adopt="learned from the PBX's channel list after a reconnect")
+        ch = self._channel(e.channel, e.time, adopt="learned from the PBX's channel list after a reconnect",
+                           since=_started(e.time, e.duration))
         if ch is None:
             return
+        call = self._call_of[ch.uniqueid]
         if not known:
             self.stats.adopted += 1
+            # the list is in no particular order; a call's first channel is the one whose
+            # uniqueid is the linkedid (channel.c: a new call's linkedid is its own uniqueid)
+            key = self._channels[call.key]
+            if ch.uniqueid == ch.linkedid and not key.seen_created and key.uniqueid != key.linkedid:
+                call.key = ch.uniqueid
+                ch.seq, key.seq = min(ch.seq, key.seq), max(ch.seq, key.seq)
         if e.bridge_id:
             members = self._bridges.setdefault(e.bridge_id, set())
             members.add(ch.uniqueid)
+
+    def _adopt_bridges(self) -> None:
+        """Bridges learned from a channel list: their members are linked, and a phone found
+        bridged with an adopted call's caller answered it (when: unknown)."""
+        for members in list(self._bridges.values()):
             live = [self._channels[u] for u in members if u in self._channels]
-            self._link(*live)
-            if len(live) > 1:
+            if len(live) < 2:
+                continue
+            call = self._link(*live)
+            for m in live:
+                m.bridged = True
+            if call is not None and not self._channels[call.key].seen_created and not call.legs:
                 for m in live:
-                    m.bridged = True
+                    self._adopt_agent_channel(call, m, live, None)
 
     def _on_show_channels_complete(self, e: ev.CoreShowChannelsComplete) -> None:
         """The list is complete: every channel we track that is not on it and was not seen since
@@ -580,6 +598,7 @@ class Tracker:
         listed = self._listing or {}
         self._listing = None
         self.stats.snapshots += 1
+        self._adopt_bridges()
         gap_seq, gap_from = self._gap if self._gap is not None else (self._seq, self._last_time)
         now = e.time
         for call in self._live_calls():
@@ -630,6 +649,15 @@ def _no_channel(snap: ev.Channel) -> bool:
     """Asterisk writes `Channel: none` / `Uniqueid: none` for an event about no channel (a
     global variable's VarSet, manager_channels.c)."""
     return not snap.uniqueid or snap.uniqueid.lower() == "none" or snap.name.lower() == "none"
+
+
+def _started(now: float | None, duration: str) -> float | None:
+    """CoreShowChannel's Duration (`HH:MM:SS`) back from when it was listed."""
+    try:
+        h, m, sec = (int(x) for x in duration.split(":"))
+    except ValueError:
+        return None
+    return now - (h * 3600 + m * 60 + sec) if now is not None else None
 
 
 def _when(t: float | None) -> str:

@@ -135,6 +135,17 @@ def test_direct_answer_names_the_agent_and_keeps_the_device(p, n):
     assert [f.agent for f in facts if isinstance(f, AgentRinging)] == [n.names[0]]
 
 
+def test_withheld_caller_is_still_an_inbound_call(p, n):
+    """A trunk presenting `anonymous` (chan_sip/PJSIP for a withheld number): no phone of ours
+    calls without a caller ID, so it is the outside party; the agent is still named."""
+    trunk = inbound(p, n, caller="anonymous")
+    phone = dial(p, trunk, n.phones[0], n.shows[0])
+    answer(p, trunk, phone, "b1")
+    hang_up_first(p, trunk, phone, "b1")
+    [r] = records(p)
+    assert (r.direction, r.answered_by, r.caller.number, r.hangup_by) == ("in", n.names[0], None, "caller")
+
+
 def test_newcallerid_renames_the_callee(p, n):
     """CALLERID(num) set on the callee (a pre-dial handler, [DIAL] b()) publishes NewCallerid."""
     trunk = inbound(p, n)

@@ -59,6 +59,15 @@ def _clean(v: str) -> str | None:
     return None if not v or v == "<unknown>" else v
 
 
+# caller IDs that say the number is withheld (chan_sip/PJSIP "anonymous", ISDN restricted...)
+_WITHHELD = {"anonymous", "restricted", "unknown", "unavailable", "private", "withheld"}
+
+
+def _number(v: str) -> str | None:
+    v = _clean(v)
+    return None if v is None or v.lower() in _WITHHELD else v
+
+
 _ROUTED = ("ROUTE_DIAL", "AGISTATUS", "CLIENT_ID", "ROUTE_REASON")
 
 
@@ -111,7 +120,7 @@ class _View:
         caller_nums |= {_clean(c.caller_num) for c in (self.root, self.dialplan)}
         if self.direction == "in":  # the number the caller dialed names no agent
             caller_nums |= {_clean(c.exten) for c in (self.root, self.dialplan)}
-        self.foreign = caller_nums - {None}
+        self.foreign = (caller_nums | {"s"}) - {None}  # `s`: the dialplan's start exten, no one's number
 
     # ---- roles
 
@@ -134,7 +143,7 @@ class _View:
             return self._ours_dialed()
         if root.originated and self._ours_dialed() == "out":
             return "out"  # Originate rang our phone first, then it dialed a client [pbx.c originate]
-        num = _clean(root.own_num) or _clean(root.caller_num) or _clean(self.dialplan.caller_num)
+        num = _number(root.own_num) or _number(root.caller_num) or _number(self.dialplan.caller_num)
         if num is None or is_phone_number(num, self.region):
             return "in"   # an outside number, or none at all (withheld: no phone of ours does that)
         return self._ours_dialed()

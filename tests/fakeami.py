@@ -154,7 +154,7 @@ class FakeAmi:
             canon = {k.lower(): k for k in keys}
             return "".join(f"{canon[k]}: {v}\r\n" for k, v in h.items() if k in canon)
 
-        if name == "coreshowchannels":  # manager_channels.c action_coreshowchannels
+        if name == "coreshowchannels":  # main/manager.c action_coreshowchannels
             keys = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
                     "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context",
                     "Exten", "Priority", "Uniqueid", "Linkedid")

@@ -216,7 +216,7 @@ class Pbx:
 
     def global_var(self, name: str, value: str) -> None:
         """Set(GLOBAL(x)=...): VarSet with no channel (manager_channels.c writes `none`)."""
-        self._emit("VarSet", Channel="none", Uniqueid="none", Linkedid="none", Variable=name, Value=value)
+        self._emit("VarSet", Channel="none", Uniqueid="none", Variable=name, Value=value)
 
     def user_event(self, name: str, ch: Chan | None = None, **headers: str) -> None:
         """UserEvent() (apps/app_userevent.c), with the channel's snapshot when one ran it."""
@@ -225,7 +225,7 @@ class Pbx:
     def show_channels(self, chans: list[Chan], bridge_of: dict[str, str] | None = None,
                       action_id: str = "snap-1", up_for: float = 0.0) -> None:
         """The answer to CoreShowChannels as the AMI source puts it into the stream
-        (main/manager_channels.c action_coreshowchannels): one CoreShowChannel per channel up,
+        (main/manager.c action_coreshowchannels, docs AMI_Events/CoreShowChannel): one CoreShowChannel per channel up,
         with its BridgeId and Duration, then CoreShowChannelsComplete with ListItems."""
         bridge_of = bridge_of or {}
         d = int(up_for)

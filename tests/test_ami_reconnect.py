@@ -2,7 +2,7 @@
 
 Shapes follow Asterisk's own behaviour:
 - after a login, `CoreShowChannels` lists every channel up with its `BridgeId`, then
-  `CoreShowChannelsComplete` (main/manager_channels.c action_coreshowchannels); `BridgeList`
+  `CoreShowChannelsComplete` (main/manager.c action_coreshowchannels, docs AMI_Events/CoreShowChannel); `BridgeList`
   (main/manager_bridges.c), `DeviceStateList` (main/devicestate.c) and `ExtensionStateList`
   (main/manager.c) answer the same way: Success + `EventList: start`, items, `...Complete`;
 - events that happen while no client is connected are not kept for it (manager.c writes

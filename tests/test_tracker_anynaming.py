@@ -312,11 +312,72 @@ def test_caller_gives_up_in_a_queue_is_abandoned(p, n):
     assert (r.outcome, r.queue, r.hangup_by) == ("abandoned", "sales", "caller")
 
 
-def test_ring_timeout_is_missed_and_hangup_by_needs_evidence(p, n):
-    earlier = inbound(p, n)             # an earlier call: the stream shows what event classes it carries
+def an_earlier_call(p: Pbx, n: Naming) -> None:
+    """A call before the one under test: the stream shows which event classes it carries (a
+    ring timeout ended by the dialplan has no hangup request of its own)."""
+    earlier = inbound(p, n, caller="+74951112233")
     phone = dial(p, earlier, n.phones[1], n.shows[1])
     answer(p, earlier, phone, "b0")
     hang_up_first(p, earlier, phone, "b0")
+
+
+def queue_member_times_out(p: Pbx, n: Naming, trunk: Chan) -> None:
+    """[Q]: a member rings until the queue's member timeout (DialEnd NOANSWER,
+    AgentRingNoAnswer), then the caller waits for the retry."""
+    m = dial(p, trunk, n.phones[0], n.shows[0])
+    p.tick(15)
+    p.agent_event("AgentRingNoAnswer", trunk, m, "sales", n.phones[0], RingTime="15000")
+    p.dial_end(trunk, m, "NOANSWER")
+    p.hangup(m, cause=19)
+    p.tick(3)
+
+
+def test_caller_gives_up_waiting_in_a_queue_between_rings_is_abandoned(p, n):
+    """[Q] app_queue.c: the caller hangs up while no member rings: QueueCallerAbandon, then
+    QueueCallerLeave, then Queue() ends with the channel; QUEUESTATUS is not set."""
+    trunk = inbound(p, n)
+    p.var(trunk, "CLIENT_ID", "c-1")
+    p.queue_join(trunk, "sales")
+    queue_member_times_out(p, n, trunk)
+    p.hangup_request(trunk)
+    p._emit("QueueCallerAbandon", **p._snap(trunk), Queue="sales", Position="1", OriginalPosition="1", HoldTime="18")
+    p.queue_leave(trunk, "sales")
+    p.hangup(trunk)
+    [r] = records(p)
+    assert (r.outcome, r.queue, r.hangup_by) == ("abandoned", "sales", "caller")
+    assert rows(r) == [(n.names[0], "no-answer")]
+
+
+def test_queue_timeout_is_missed(p, n):
+    """[Q] app_queue.c: on the queue's timeout record_abandoned() also sends QueueCallerAbandon,
+    but Queue() returns and sets QUEUESTATUS=TIMEOUT; the dialplan then hangs up."""
+    an_earlier_call(p, n)
+    trunk = inbound(p, n)
+    p.var(trunk, "CLIENT_ID", "c-1")
+    p.queue_join(trunk, "sales")
+    queue_member_times_out(p, n, trunk)
+    p._emit("QueueCallerAbandon", **p._snap(trunk), Queue="sales", Position="1", OriginalPosition="1", HoldTime="18")
+    p.queue_leave(trunk, "sales")
+    p.var(trunk, "QUEUESTATUS", "TIMEOUT")
+    p.hangup(trunk)
+    _, r = records(p)
+    assert (r.outcome, r.queue) == ("missed", "sales")
+    assert r.hangup_by == (None if "HangupRequest" in p.filtered else "system")
+
+
+def test_caller_hangs_up_in_the_router_agi_before_anything_rang(p, n):
+    """res/res_agi.c: the AGI ends with AGISTATUS=HANGUP when the channel hung up during it."""
+    trunk = inbound(p, n)
+    p.tick(2)
+    p.hangup_request(trunk)
+    p.var(trunk, "AGISTATUS", "HANGUP")
+    p.hangup(trunk)
+    [r] = records(p)
+    assert (r.direction, r.outcome, r.hangup_by, r.legs) == ("in", "abandoned", "caller", ())
+
+
+def test_ring_timeout_is_missed_and_hangup_by_needs_evidence(p, n):
+    an_earlier_call(p, n)
     trunk = inbound(p, n)
     a = dial(p, trunk, n.phones[0], n.shows[0])
     p.tick(20)

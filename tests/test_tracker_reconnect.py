@@ -1,5 +1,5 @@
 """The tracker's side of a reconnect, without sockets: a StreamGap, then the CoreShowChannels
-list the AMI source asks for after login (main/manager_channels.c action_coreshowchannels:
+list the AMI source asks for after login (main/manager.c action_coreshowchannels, docs AMI_Events/CoreShowChannel:
 one CoreShowChannel per channel up, with BridgeId and Duration, then
 CoreShowChannelsComplete). Both namings, with and without hangup requests. The frames of
 the calls follow app_dial.c and bridge_channel.c as in test_tracker_anynaming."""

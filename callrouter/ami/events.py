@@ -285,8 +285,9 @@ class UserEvent(AmiEvent):
 
 @dataclass(frozen=True, slots=True)
 class CoreShowChannel(AmiEvent):
-    """One item of the CoreShowChannels list (manager_channels.c): a channel up right now,
-    with the bridge it is in (`BridgeId`, empty when none)."""
+    """One item of the CoreShowChannels list (main/manager.c action_coreshowchannels; docs
+    AMI_Events/CoreShowChannel): a channel up now, with the bridge it is in (`BridgeId`,
+    empty when none) and how long it has existed (`Duration`, HH:MM:SS)."""
     channel: Channel
     bridge_id: str = ""
     application: str = ""

@@ -262,9 +262,10 @@ def _side_end(v: _View, side: set[str]) -> tuple[int, int | None] | None:
 
 def build_record(call: CallState, channels: dict[str, ChannelState], devices: DeviceMap,
                  pbx: str, region: str, *, requests_visible: bool = True,
-                 bridges_visible: bool = True) -> CallRecord:
+                 bridges_visible: bool = True, varsets_visible: bool = True) -> CallRecord:
     """`requests_visible`: the stream carries HangupRequest/SoftHangupRequest (an AMI user's
-    eventfilter or an old version may drop them); `bridges_visible`: it carries BridgeEnter."""
+    eventfilter or an old version may drop them); `bridges_visible`: it carries BridgeEnter;
+    `varsets_visible`: it carries VarSet."""
     v = _View(call, channels, devices, region)
     root = v.root
     direction = v.direction
@@ -321,7 +322,7 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
     elif direction == "out":
         outcome, hangup_by = _outbound_unanswered(v, legs, leg_rows, cs, ag, caller_first, requests_visible)
     else:
-        outcome, hangup_by = _inbound_unanswered(v, legs, leg_rows, cs, requests_visible)
+        outcome, hangup_by = _inbound_unanswered(v, legs, leg_rows, cs, requests_visible, varsets_visible)
 
     answered_by = v.leg_name(first) if first is not None and direction != "out" else None
     final_agent = v.name(holder) if holder and direction != "out" else None
@@ -377,7 +378,7 @@ def _answered_hangup_by(v: _View, cs: Signal | None, ag: Signal | None, caller_f
 
 
 def _inbound_unanswered(v: _View, legs: list[LegState], rows: list[Leg], cs: Signal | None,
-                        requests_visible: bool) -> tuple[str, str | None]:
+                        requests_visible: bool, varsets_visible: bool) -> tuple[str, str | None]:
     statuses = [leg.status for leg in legs]
     results = [r.result for r in rows]
     # Dial (app_dial.c wait_for_answer) and Queue report CANCEL to the legs when the caller hangs
@@ -385,6 +386,14 @@ def _inbound_unanswered(v: _View, legs: list[LegState], rows: list[Leg], cs: Sig
     cancelled_by_caller = any(r == "cancelled" for r in results)
     caller_end = cs is not None and _by_outside(v, cs, v.caller_side, "in") and (cs.request or not requests_visible)
     gave_up_early = caller_end and not _pbx_gave_up(v, legs, cs)
+    if not requests_visible and varsets_visible and not gave_up_early:
+        # no hangup requests to tell who ended it; the variables Asterisk sets do:
+        # res_agi.c sets AGISTATUS=HANGUP when the caller hung up during the AGI; app_queue.c
+        # sends QueueCallerAbandon for a caller who hung up *and* for a timeout, but only on a
+        # timeout (or full/empty queue) does Queue() return and set QUEUESTATUS
+        in_queue = [c for c in (v.root, v.dialplan) if c.queue]
+        gave_up_early = (not legs and v.call.route_vars.get("AGISTATUS", "").upper() == "HANGUP") or \
+            (bool(in_queue) and any(c.queue_abandoned for c in in_queue) and v.call.queue_status is None)
     if cancelled_by_caller or gave_up_early:
         return "abandoned", "caller"
     # the PBX gave up: ring timeout, busy, unreachable

@@ -42,6 +42,7 @@ class ChannelState:
     queue: str | None = None       # queue this channel waited in as a caller
     dials: bool = False            # it dialed somewhere itself (so it is not an endpoint)
     queue_left_seq: int | None = None  # QueueCallerLeave: it stopped waiting in the queue
+    queue_abandoned: bool = False  # QueueCallerAbandon: it left the queue unanswered (hung up, or timed out)
     # what the PBX shows for the channel itself: its own caller ID number (latest: Dial and
     # NewCallerid set it) and its connected line (the other party: never its own identity)
     own_num: str = ""
@@ -91,3 +92,4 @@ class CallState:
     last_time: float | None = None
     ringing_agents: set[str] = field(default_factory=set)
     ended_unseen: tuple[float | None, float | None] | None = None  # bounds of an end not seen
+    queue_status: str | None = None  # QUEUESTATUS (app_queue.c set_queue_result): why Queue() returned

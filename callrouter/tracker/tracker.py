@@ -60,6 +60,7 @@ class Tracker:
         # which event classes this stream carries (an AMI user's eventfilter may drop some)
         self._requests_seen = False
         self._bridges_seen = False
+        self._varsets_seen = False
         self._last_time: float | None = None   # time of the latest event that said when
         self._gap: tuple[int, float | None] | None = None  # (seq, last time before it) of the last StreamGap
         self._listing: dict[str, ev.Channel] | None = None  # CoreShowChannel items of the list in progress
@@ -245,7 +246,8 @@ class Tracker:
 
     def _finish(self, call: CallState) -> None:
         record = build_record(call, self._channels, self.devices, self.pbx, self.region,
-                              requests_visible=self._requests_seen, bridges_visible=self._bridges_seen)
+                              requests_visible=self._requests_seen, bridges_visible=self._bridges_seen,
+                              varsets_visible=self._varsets_seen)
         for uid in call.channels:
             self._channels.pop(uid, None)
             self._call_of.pop(uid, None)
@@ -273,6 +275,7 @@ class Tracker:
         self._channel(e.channel, e.time)
 
     def _on_varset(self, e: ev.VarSet) -> None:
+        self._varsets_seen = True
         if e.channel is None or _no_channel(e.channel) or e.channel.uniqueid not in self._channels:
             # a global variable (Channel: none), or a channel never seen: never a call by itself
             self.stats.varsets_ignored += 1
@@ -285,6 +288,8 @@ class Tracker:
             call.recording = e.value
         elif name in _ROUTE_VARS:
             call.route_vars[name] = e.value
+        elif name == "QUEUESTATUS" and e.value:
+            call.queue_status = e.value.upper()
 
     def _on_hangup_request(self, e: ev.HangupRequest) -> None:
         self._requests_seen = True
@@ -465,6 +470,11 @@ class Tracker:
         if ch is not None and ch.queue_left_seq is None:
             ch.queue_left_seq = self._seq
 
+    def _on_queue_abandon(self, e: ev.QueueCallerAbandon) -> None:
+        ch = self._channel(e.channel, e.time)
+        if ch is not None:
+            ch.queue_abandoned = True
+
     def _on_agent_ring_no_answer(self, e: ev.AgentRingNoAnswer) -> None:
         if e.dest is None or e.dest.uniqueid not in self._channels:
             return
@@ -552,8 +562,9 @@ class Tracker:
     # ------------------------------------------------------------------ snapshot after a reconnect
 
     def _on_show_channel(self, e: ev.CoreShowChannel) -> None:
-        """One channel of the PBX's list (CoreShowChannels, manager_channels.c): a channel we
-        track is still up; one we never saw was created while we were away."""
+        """One channel of the PBX's list (CoreShowChannels: main/manager.c
+        action_coreshowchannels, docs AMI_Events/CoreShowChannel): a channel we track is still
+        up; one we never saw was created while we were away."""
         if self._listing is None:
             self._listing = {}
         if e.channel is None or _no_channel(e.channel):
@@ -634,6 +645,7 @@ _HANDLERS = {
     ev.BridgeLeave: Tracker._on_bridge_leave,
     ev.QueueCallerJoin: Tracker._on_queue_join,
     ev.QueueCallerLeave: Tracker._on_queue_leave,
+    ev.QueueCallerAbandon: Tracker._on_queue_abandon,
     ev.AgentRingNoAnswer: Tracker._on_agent_ring_no_answer,
     ev.BlindTransfer: Tracker._on_blind_transfer,
     ev.AttendedTransfer: Tracker._on_attended_transfer,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 
-from callrouter.ami.client import AmiSource
-from callrouter.ami.events import CoreShowChannel, DeviceStateChange, StreamGap
+import pytest
+
+from callrouter.ami.client import AmiError, AmiSource
+from callrouter.ami.events import CoreShowChannel, CoreShowChannelsComplete, DeviceStateChange, StreamGap
 from callrouter.config import PbxConfig
 from callrouter.tracker import CallFinished, Tracker
 from expectations import assert_names_who_answered
@@ -21,6 +23,7 @@ from fakeami import FakeAmi
 from pbxsim import Pbx
 
 OUTAGE = 10.0
+CLIENT_B = "+79035550011"
 
 
 def inbound(p: Pbx, trunk_device: str, agent_device: str, agent_shows: str, caller: str, bridge: str):
@@ -130,3 +133,56 @@ async def test_calls_up_across_a_10s_outage_one_ending_during_it() -> None:
     assert tracker.stats.ended_unseen == 2 and tracker.stats.adopted == 2 and tracker.stats.snapshots == 2
     assert fake.actions.count("coreshowchannels") == 2 and fake.actions.count("devicestatelist") == 2
     assert source.stats.reconnects == 1
+
+
+async def test_backoff_starts_over_after_every_login(monkeypatch, caplog) -> None:
+    """Five drops, each followed by a successful login: every wait is the shortest one (without
+    the reset they would double: 0.05, 0.1, 0.2, 0.4, 0.8 s with the jitter at its top)."""
+    monkeypatch.setattr("callrouter.ami.client.random.uniform", lambda lo, hi: hi)
+    frames = [f"Event: UserEvent\r\nUserEvent: tick{i}\r\n\r\n" for i in range(12)]
+    caplog.set_level("WARNING", logger="callrouter.ami.client")
+    async with FakeAmi(frames, drop_after=[2, 4, 6, 8, 10]) as fake:
+        cfg = PbxConfig(name="main", host="127.0.0.1", port=fake.port, username="callrouter",
+                        secret="s3cret", reconnect_min=0.05, reconnect_max=30.0)
+        async with AmiSource(cfg, snapshot_on_login=False) as source:
+            got = []
+            async with asyncio.timeout(10):
+                async for event in source.events():
+                    got.append(event)
+                    if len(got) == 12 + 5:
+                        break
+    waits = [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records if "reconnecting in" in r.getMessage()]
+    assert waits == ["0.05s"] * 5 and len(fake.logins) == 6
+    assert sum(isinstance(e, StreamGap) for e in got) == 5
+
+
+async def test_action_api_and_on_login_hook_see_the_list_and_so_does_the_stream() -> None:
+    """`await source.action(...)` answers with the whole list (Success + items + Complete,
+    main/manager.c); the items also reach events(), in order, for the tracker and presence."""
+    p = Pbx(timestamps=False)
+    trunk = p.channel("SIP/gw", exten="5550100", caller=CLIENT_B)
+    seen: list = []
+
+    async def hook(source: AmiSource) -> None:
+        seen.append(await source.action({"Action": "CoreShowChannels"}))
+
+    async with FakeAmi([p.raw(f) for f in p.frames], lists=True) as fake:
+        cfg = PbxConfig(name="main", host="127.0.0.1", port=fake.port, username="callrouter", secret="s3cret")
+        source = AmiSource(cfg, on_login=hook)
+        with pytest.raises(AmiError):
+            await source.action({"Action": "CoreShowChannels"})   # not connected yet
+        async with source:
+            got = []
+            async with asyncio.timeout(5):
+                async for event in source.events():
+                    got.append(event)
+                    if sum(isinstance(e, CoreShowChannelsComplete) for e in got) == 2:
+                        break                                   # the snapshot's list, then the hook's
+                while source.stats.snapshots < 1:      # the hook returns after its list is read
+                    await asyncio.sleep(0.01)
+    [resp] = seen
+    assert [m.get("Event") for m in resp] == [None, "CoreShowChannel", "CoreShowChannelsComplete"]
+    assert resp[1]["Uniqueid"] == trunk.uniqueid
+    listed = [e for e in got if isinstance(e, CoreShowChannel)]
+    assert [e.channel.uniqueid for e in listed] == [trunk.uniqueid, trunk.uniqueid]
+    assert fake.actions[:1] == ["login"] and "extensionstatelist" in fake.actions

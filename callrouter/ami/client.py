@@ -24,10 +24,12 @@ actions produce are events like any other: they go to the action's future *and* 
 stream, in socket order, so the tracker and presence reconcile from them purely.
 
 Reconnect timing: the wait after a failed attempt grows exponentially with jitter up to
-`reconnect_max`, but while the PBX does not even accept TCP (down, restarting) it is capped
-at `UNREACHABLE_RETRY_MAX` (2 s): a refused connect costs the PBX nothing, and a PBX back
-from an outage of any length is logged into again within that cap plus one connect. The
-backoff starts over after every successful login.
+`reconnect_max` (login rejected or unanswered, a connection dying during login), but while
+the PBX does not accept TCP at all (refused: down or restarting; or no answer within the
+connect timeout) it is capped at `UNREACHABLE_RETRY_MAX` (2 s): such an attempt costs the
+PBX nothing, and a PBX back from an outage of any length is logged into again within that
+cap plus one connect and login (the 3 s the daemon promises). The backoff starts over after
+every successful login.
 """
 from __future__ import annotations
 
@@ -65,7 +67,8 @@ class AmiConnectError(AmiError):
 
 
 class AmiUnreachable(AmiConnectError):
-    """The TCP connection was refused or failed at once: the PBX (or its AMI) is not up."""
+    """No TCP connection (refused, failed, or no answer within the connect timeout): the PBX
+    or its AMI is not up."""
 
 
 class AmiLoginError(AmiError):
@@ -535,7 +538,7 @@ class AmiSource:
         try:
             proto = await self._manager.open(cfg.connect_timeout)
         except TimeoutError:
-            raise AmiConnectError(f"{self.where}: no connection within {cfg.connect_timeout:g}s") from None
+            raise AmiUnreachable(f"{self.where}: no connection within {cfg.connect_timeout:g}s") from None
         except OSError as e:
             raise AmiUnreachable(f"{self.where}: cannot connect: {e.strerror or e}") from None
         secret = cfg.secret.get_secret_value()

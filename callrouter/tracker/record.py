@@ -86,7 +86,7 @@ def dialed_number(leg: LegState, dest: ChannelState | None, region: str) -> str 
     return next((c for c in cands if is_phone_number(c, region)), None)
 
 
-def party_name(ch: ChannelState, devices: DeviceMap, foreign: set[str]) -> str | None:
+def party_name(ch: ChannelState, devices: DeviceMap, foreign: set[str], region: str = "") -> str | None:
     """Who a channel is, on any device naming (DESIGN.md, call record): the configured
     manager of its device; else its own caller ID number (app_dial.c "Determine CallerID to
     store in outgoing channel": the driver's preset one, e.g. chan_sip's peer callerid `202`,
@@ -96,8 +96,9 @@ def party_name(ch: ChannelState, devices: DeviceMap, foreign: set[str]) -> str |
     m = devices.manager_of(ch.name)
     if m is not None:
         return m
-    num = _clean(ch.own_num)
-    if num is not None and num not in foreign and num != _clean(ch.connected_num):
+    num = _number(ch.own_num)
+    if num is not None and num != _clean(ch.connected_num) and num not in foreign and \
+            not (region and normalize(num, region) in foreign):
         return num
     return DeviceMap.resource_of(ch.name)
 
@@ -181,13 +182,17 @@ class _View:
             return None
         foreign = set(self.foreign)
         if uid in self.caller_side:
-            foreign = set()
+            # our own phone placing the call: an Originate may have set its caller ID to the
+            # client's number (what the manager's phone displays), which names the client
+            foreign = {x for leg in self.call.legs
+                       for x in (dialed_number(leg, self.ch.get(leg.dest), self.region),) if x}
         if dialer is None:  # a leg's destination: what Dial set on it came from its dialer
             dialer = next((leg.dialer for leg in self.call.legs if leg.dest == uid), None)
         d = self.ch.get(dialer) if dialer else None
         if d is not None and d.uniqueid != uid:
             foreign |= {x for x in (_clean(d.own_num), _clean(d.connected_num)) if x}
-        return party_name(c, self.devices, foreign)
+        foreign |= {normalize(x, self.region) for x in foreign} - {None}
+        return party_name(c, self.devices, foreign, self.region)
 
     def leg_name(self, leg: LegState) -> str | None:
         return self.name(leg.dest, leg.dialer)

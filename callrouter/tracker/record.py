@@ -325,7 +325,7 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
         hangup_by = _answered_hangup_by(v, cs, ag, caller_first, caller_side, agent_side, direction,
                                         requests_visible)
     elif direction == "out":
-        outcome, hangup_by = _outbound_unanswered(v, legs, leg_rows, cs, ag, caller_first, requests_visible)
+        outcome, hangup_by = _outbound_unanswered(v, legs, leg_rows, requests_visible)
     else:
         outcome, hangup_by = _inbound_unanswered(v, legs, leg_rows, cs, requests_visible, varsets_visible)
 
@@ -417,9 +417,8 @@ def _inbound_unanswered(v: _View, legs: list[LegState], rows: list[Leg], cs: Sig
     return outcome, None
 
 
-def _outbound_unanswered(v: _View, legs: list[LegState], rows: list[Leg], cs: Signal | None,
-                         ag: Signal | None, caller_first: bool, requests_visible: bool) -> tuple[str, str | None]:
-    root = v.root
+def _outbound_unanswered(v: _View, legs: list[LegState], rows: list[Leg],
+                         requests_visible: bool) -> tuple[str, str | None]:
     statuses = [leg.status for leg in legs]
     if not legs:
         # Originate rang the manager first and the manager never took it (pbx.c originate:
@@ -431,17 +430,15 @@ def _outbound_unanswered(v: _View, legs: list[LegState], rows: list[Leg], cs: Si
         outcome = "failed"
     else:
         outcome = "no-answer"
-    # our side is the root; the client's side is whatever the legs reached
+    # our side is the root: the manager's phone
     ours = v.first_signal(v.caller_side)
     if ours is None:
         return outcome, None
     if ours.request and not ours.soft and (not legs or any(leg.status in (None, "CANCEL") for leg in legs)):
-        return outcome, "agent"   # the manager hung up while it rang
+        return outcome, "agent"   # the manager hung up (or refused the Originate) while it rang
     if ours.soft or (requests_visible and not ours.request):
-        return outcome, "system"
-    if root.originate_status not in (None, "ANSWER") and not legs:
-        return outcome, "system" if requests_visible else None
-    return outcome, None
+        return outcome, "system"  # Asterisk ended it: a soft request, or the dialplan's bare hangup
+    return outcome, None          # no requests in the stream: who ended it is not known
 
 
 def _pbx_gave_up(v: _View, legs: list[LegState], sig: Signal) -> bool:

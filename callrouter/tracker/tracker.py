@@ -78,12 +78,13 @@ class Tracker:
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
-        elif isinstance(event, ev.UserEvent):
+        elif type(event) is ev.UserEvent:
             self.stats.user_events += 1
         else:
             self.stats.unmodeled += 1
-        if event.time is not None and not isinstance(event, ev.StreamGap):
-            self._last_time = event.time if self._last_time is None else max(self._last_time, event.time)
+        t = event.time
+        if t is not None and (self._last_time is None or t > self._last_time) and type(event) is not ev.StreamGap:
+            self._last_time = t
         return self._out
 
     def close(self, reason: str = "stream ended") -> list[Fact]:
@@ -117,10 +118,11 @@ class Tracker:
         PBX's own list of channels (`adopt`: why it is first seen mid-call) creates it: any
         other event for a channel never seen creates nothing and is counted. Channels of calls
         already finished return None: their trailing events are noise."""
-        if snap is None or _no_channel(snap):
+        uid = snap.uniqueid if snap is not None else ""
+        if not uid or (uid[0] in "nN" and uid.lower() == "none"):  # see _no_channel
             self.stats.no_channel += 1
             return None
-        if snap.uniqueid in self._finished:
+        if uid in self._finished:
             self.stats.after_finish += 1
             return None
         ch = self._channels.get(snap.uniqueid)
@@ -152,15 +154,18 @@ class Tracker:
                 self._by_linkedid[snap.linkedid] = call
             else:
                 self._merge(self._call_of[ch.uniqueid], other)
-        if snap.caller_num and snap.caller_num != "<unknown>" and not ch.up:
-            ch.caller_num = snap.caller_num
-        if snap.caller_num and snap.caller_num != "<unknown>":
-            ch.own_num = snap.caller_num
+        num = snap.caller_num
+        if num and num != "<unknown>":
+            ch.own_num = num             # what the PBX shows for the channel now
+            if not ch.up:
+                ch.caller_num = num      # the caller's number as it rang
         if snap.connected_num and snap.connected_num != "<unknown>":
             ch.connected_num = snap.connected_num
         if snap.exten:
             ch.last_exten = snap.exten
-        ch.last_seen_seq, ch.last_seen_at = self._seq, t if t is not None else ch.last_seen_at
+        ch.last_seen_seq = self._seq
+        if t is not None:
+            ch.last_seen_at = t
         if snap.caller_name and snap.caller_name != "<unknown>" and not ch.up:
             ch.caller_name = snap.caller_name
         if snap.state == "Up" and not ch.up:
@@ -276,7 +281,7 @@ class Tracker:
 
     def _on_varset(self, e: ev.VarSet) -> None:
         self._varsets_seen = True
-        if e.channel is None or _no_channel(e.channel) or e.channel.uniqueid not in self._channels:
+        if e.channel is None or e.channel.uniqueid not in self._channels:
             # a global variable (Channel: none), or a channel never seen: never a call by itself
             self.stats.varsets_ignored += 1
         ch = self._channel(e.channel, e.time)
@@ -660,7 +665,8 @@ _HANDLERS = {
 def _no_channel(snap: ev.Channel) -> bool:
     """Asterisk writes `Channel: none` / `Uniqueid: none` for an event about no channel (a
     global variable's VarSet, manager_channels.c)."""
-    return not snap.uniqueid or snap.uniqueid.lower() == "none" or snap.name.lower() == "none"
+    uid = snap.uniqueid
+    return not uid or (uid[0] in "nN" and uid.lower() == "none")
 
 
 def _started(now: float | None, duration: str) -> float | None:

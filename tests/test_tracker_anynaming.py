@@ -224,6 +224,41 @@ def test_blind_transfer_names_both_ends(p, n):
     assert [(t.kind, t.from_, t.to) for t in r.transfers] == [("blind", n.names[0], "203")]
 
 
+def test_attended_transfer_names_both_ends(p, n):
+    """[AT] docs AMI_Events/AttendedTransfer + main/bridge.c (a REFER with Replaces from agent 1's
+    phone): agent 1 consults extension 203 on a second channel (a new call: its own linkedid),
+    then the caller is moved into the consult bridge, swapping out agent 1's consult channel;
+    the target takes the caller's (older) linkedid; AttendedTransfer follows the move."""
+    trunk = inbound(p, n)
+    a = dial(p, trunk, n.phones[0], n.shows[0])
+    answer(p, trunk, a, "b1")
+    p.tick(10)
+    consult = p.channel(n.phones[0], exten="203", context="from-internal", caller=n.shows[0] or n.names[0])
+    target = dial(p, consult, n.phones[1], n.shows[1])
+    p.tick(3)
+    answer(p, consult, target, "b2")
+    p.tick(5)
+    p.unbridge("b1", trunk)
+    p.enter("b2", trunk, swap=consult)
+    p.set_linkedid(target, trunk.linkedid)
+    p.unbridge("b2", consult)
+    p.attended_transfer_ex(a, consult, trunk, target, dest_type="Bridge", orig_bridge="b1",
+                           second_bridge="b2", dest_bridge="b2")
+    p.hangup_request(consult)
+    p.hangup(consult)
+    p.unbridge("b1", a)
+    p.hangup_request(a, soft=True)
+    p.hangup(a)
+    p.tick(30)
+    hang_up_first(p, trunk, target, "b2")   # the client hangs up on 203
+    [r] = records(p)
+    assert r.call_id == trunk.uniqueid and r.complete
+    # chan_sip: the target shows its own 203; PJSIP: Dial set it to the exten dialed, 203
+    assert (r.direction, r.answered_by, r.final_agent, r.hangup_by) == ("in", n.names[0], "203", "caller")
+    assert [(t.kind, t.from_, t.to) for t in r.transfers] == [("attended", n.names[0], "203")]
+    assert sorted(rows(r)) == sorted([(n.names[0], "answered"), ("203", "answered")])
+
+
 def test_follow_me_to_a_mobile_number_names_the_number(p, n):
     """[FM][LOC]: Local/+31612345678@followme;2 dials the mobile through the trunk; Dial set the
     outgoing trunk channel's caller ID to the number it dialed."""

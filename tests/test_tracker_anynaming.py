@@ -463,6 +463,41 @@ def test_follow_me_confirmation_declined_is_not_an_answer(p, n):
     assert rows(r) == [("+31612345678", "no-answer"), (n.names[0], "no-answer")]
 
 
+def test_follow_me_through_a_local_channel_declined_is_not_an_answer(p, n):
+    """[FM][LOC][DIAL]: follow-me rings Local/+31612345678@followme;1; its ;2 dials the mobile
+    through the trunk, which answers and is bridged with ;2; ;1 answers (DialEnd ANSWER to the
+    caller) and plays "press 1"; the callee declines: follow-me hangs ;1 up (;2 and the mobile
+    go with it) without ever bridging it with the caller, then rings the desk, which times out."""
+    an_earlier_call(p, n)                # the stream carries bridge events
+    trunk = inbound(p, n)
+    p.answer(trunk)
+    l1, l2 = p.local_pair("+31612345678@followme", linked_to=trunk)
+    p.dial_begin(trunk, l1, "Local/+31612345678@followme")
+    mobile = dial(p, l2, n.trunk)
+    p.tick(6)
+    p.answer(mobile)
+    p.dial_end(l2, mobile, "ANSWER")
+    p.answer(l2)
+    p.bridge("bm", l2, mobile)
+    p.answer(l1)
+    p.dial_end(trunk, l1, "ANSWER")
+    p.tick(5)                            # "press 1 to accept": declined
+    p.hangup_request(l1, soft=True)
+    p.hangup(l1)
+    p.unbridge("bm", l2)
+    p.hangup(l2)
+    p.unbridge("bm", mobile)
+    p.hangup(mobile)
+    desk = dial(p, trunk, n.phones[0], n.shows[0])
+    p.tick(20)
+    p.dial_end(trunk, desk, "NOANSWER")
+    p.hangup(desk, cause=19)
+    p.hangup(trunk)
+    _, r = records(p)
+    assert (r.outcome, r.answered_by, r.final_agent, r.answered_at) == ("missed", None, None, None)
+    assert rows(r) == [("+31612345678", "no-answer"), (n.names[0], "no-answer")]
+
+
 # ------------------------------------------------------------------ 4. originated calls
 
 def originate(p: Pbx, n: Naming, callerid: str = "") -> Chan:

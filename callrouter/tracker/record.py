@@ -201,15 +201,33 @@ class _View:
         sigs = [self.ch[u].first_signal for u in uids if u in self.ch and self.ch[u].first_signal]
         return min(sigs, key=lambda s: s.seq, default=None)
 
+    def reaches_caller(self, uid: str) -> bool:
+        """Did this channel's media ever reach the caller's side: through bridges it shared, and
+        Local channel halves (a follow-me Local;2 bridged with the mobile reaches the caller only
+        once its ;1 is bridged with the caller)?"""
+        seen, todo = {uid}, [uid]
+        while todo:
+            c = self.ch.get(todo.pop())
+            if c is None:
+                continue
+            for nxt in (*c.peers, c.local_peer):
+                if nxt is None or nxt in seen:
+                    continue
+                if nxt in self.caller_side:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
     def declined(self, leg: LegState, bridges_visible: bool) -> bool:
-        """Answered, then hung up without ever meeting anyone in a bridge: a confirmation step
+        """Answered, then hung up without its media ever reaching the caller: a confirmation step
         the callee declined or let time out (app_followme.c publishes DialEnd ANSWER before its
         "press 1" prompt; app_dial.c M()/U() run the screening after ANSWER) - not an answer."""
         if leg.answered_seq is None:
             return False
         chans = [self.ch.get(u) for u in (leg.dest, self.twin(leg.dest)) if u]
         chans = [c for c in chans if c is not None]
-        if not chans or not all(c.hungup and not c.bridged for c in chans):
+        if not chans or not all(c.hungup for c in chans) or self.reaches_caller(leg.dest):
             return False
         # never bridged is evidence only where the stream carries bridge events, or when the
         # dialer went on to ring someone else after this leg hung up (follow-me's next step)
@@ -294,7 +312,8 @@ def build_record(call: CallState, channels: dict[str, ChannelState], devices: De
         answered_at = first.answered_at if first.answered_at is not None else v.ch[first.dest].up_at
 
     # the two sides: the caller's (the client on inbound) and ours (the answering/holding agent)
-    holder = call.holder if call.holder in v.ch else (first.dest if first else None)
+    holder = call.holder if call.holder in v.ch and (first is not None or v.reaches_caller(call.holder)) \
+        else (first.dest if first else None)
     agent_side = {holder, v.twin(holder)} - {None} if holder else set()
     if direction == "out":
         caller_side, agent_side = agent_side, v.caller_side  # the manager placed the call

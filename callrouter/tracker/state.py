@@ -51,6 +51,7 @@ class ChannelState:
     originated: bool = False       # dest of a caller-less DialBegin: an Originate rang it
     originate_status: str | None = None  # that pseudo-dial's final status
     bridged: bool = False          # it shared a bridge with another channel
+    peers: set[str] = field(default_factory=set)  # every channel it shared a bridge with
     left_seq: int | None = None    # its last BridgeLeave
     last_seen_seq: int = 0
     last_seen_at: float | None = None

@@ -404,9 +404,7 @@ class Tracker:
         members.add(ch.uniqueid)
         live = [self._channels[u] for u in members if u in self._channels]
         call = self._link(*live)
-        if len(live) > 1:
-            for m in live:
-                m.bridged = True
+        _met(live)
         for m in live:
             self._adopt_agent_channel(call, m, live, e.time)
         # who holds the call now: an agent-side channel bridged with something not on its own
@@ -601,8 +599,7 @@ class Tracker:
             if len(live) < 2:
                 continue
             call = self._link(*live)
-            for m in live:
-                m.bridged = True
+            _met(live)
             if call is not None and not self._channels[call.key].seen_created and not call.legs:
                 for m in live:
                     self._adopt_agent_channel(call, m, live, None)
@@ -660,6 +657,15 @@ _HANDLERS = {
     ev.CoreShowChannel: Tracker._on_show_channel,
     ev.CoreShowChannelsComplete: Tracker._on_show_channels_complete,
 }
+
+
+def _met(live: list[ChannelState]) -> None:
+    """Channels together in a bridge: each has met the others."""
+    if len(live) > 1:
+        uids = {m.uniqueid for m in live}
+        for m in live:
+            m.bridged = True
+            m.peers |= uids - {m.uniqueid}
 
 
 def _no_channel(snap: ev.Channel) -> bool:

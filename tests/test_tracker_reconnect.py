@@ -9,7 +9,7 @@ from callrouter.ami.events import StreamGap, parse_event
 from callrouter.tracker import CallFinished, Tracker
 from expectations import assert_names_who_answered
 from pbxsim import Pbx
-from test_tracker_anynaming import REQUESTS, answer, dial, hang_up_first, inbound, n, p  # noqa: F401 (fixtures)
+from test_tracker_anynaming import answer, dial, hang_up_first, inbound, n, p  # noqa: F401 (n, p: fixtures)
 
 
 def feed(tracker: Tracker, p: Pbx, start: int = 0):

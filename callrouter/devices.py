@@ -38,10 +38,24 @@ class DeviceMap:
             return head
         return name
 
+    def manager_of(self, channel_name: str) -> str | None:
+        """The configured manager behind a channel's device, or None (no name-shape guess)."""
+        return self._by_device.get(self.device_of(channel_name).lower())
+
+    @classmethod
+    def resource_of(cls, channel_name: str) -> str | None:
+        """The resource of a channel name: `SIP/150010002-0000001a` -> `150010002`,
+        `PJSIP/ivan-00000001` -> `ivan`, `Local/+31612345678@followme-0001;1` -> `+31612345678`."""
+        _, sep, res = cls.device_of(channel_name).partition("/")
+        res = res.split("@", 1)[0].strip()
+        return res or None if sep else None
+
     def agent_of(self, channel_name: str) -> str | None:
         """The manager extension behind a channel, or None when it is not an agent's device
         (a trunk, a queue, a PSTN number). Unconfigured devices count when their resource is
-        extension-shaped (2-6 digits) or a configured extension."""
+        extension-shaped (2-6 digits) or a configured extension. Presence's guess for device
+        states; the call tracker does not use it (it names parties by their role in the call,
+        see `manager_of` and `resource_of`)."""
         device = self.device_of(channel_name)
         ext = self._by_device.get(device.lower())
         if ext is not None:

@@ -63,3 +63,19 @@ def differences(exp: dict, records: list[CallRecord]) -> list[str]:
     if "client" in exp:
         check("client", r.client_id, exp["client"])
     return errs
+
+
+def assert_names_who_answered(records) -> None:
+    """Every complete answered record names who answered and who held the call last, and each
+    answered leg names its party (issue 13); an outbound record names the manager who placed it."""
+    for r in records:
+        if not r.complete or r.outcome != "answered":
+            continue
+        assert r.answered_by or r.direction == "out", f"{r.call_id}: answered_by is null"
+        assert r.final_agent, f"{r.call_id}: final_agent is null"
+        if r.direction == "out":
+            assert r.agent, f"{r.call_id}: outbound without the manager who placed it"
+            continue
+        for leg in r.legs:
+            if leg.result == "answered":
+                assert leg.agent, f"{r.call_id}: answered leg on {leg.device} names nobody"

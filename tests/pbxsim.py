@@ -23,6 +23,8 @@ class Pbx:
     t: float = 1795370000.0
     timestamps: bool = True
     frames: list[dict[str, str]] = field(default_factory=list)
+    # event names an AMI user's eventfilter drops (manager.conf `eventfilter = !Event: ...`)
+    filtered: frozenset[str] = frozenset()
     _uid: int = 100
     _seq: int = 0
 
@@ -30,6 +32,8 @@ class Pbx:
         self.t += seconds
 
     def _emit(self, event: str, **headers: str) -> None:
+        if event in self.filtered:
+            return
         frame = {"Event": event, "Privilege": "call,all"}
         if self.timestamps:
             frame["Timestamp"] = f"{self.t:.6f}"
@@ -201,3 +205,40 @@ class Pbx:
 
     def raw_frames(self) -> list[str]:
         return [self.raw(f) for f in self.frames]
+
+    # ---- additions for tests/test_tracker_anynaming.py (additive)
+
+    def set_callerid(self, ch: Chan, number: str) -> None:
+        """NewCallerid (manager_channels.c): the channel's own caller ID changed, e.g. Dial
+        setting it on the outgoing channel (app_dial.c) or CALLERID(num) in the dialplan."""
+        ch.caller_num = number
+        self._emit("NewCallerid", **self._snap(ch), CID_CallingPres="0 (Presentation Allowed, Not Screened)")
+
+    def global_var(self, name: str, value: str) -> None:
+        """Set(GLOBAL(x)=...): VarSet with no channel (manager_channels.c writes `none`)."""
+        self._emit("VarSet", Channel="none", Uniqueid="none", Variable=name, Value=value)
+
+    def user_event(self, name: str, ch: Chan | None = None, **headers: str) -> None:
+        """UserEvent() (apps/app_userevent.c), with the channel's snapshot when one ran it."""
+        self._emit("UserEvent", **(self._snap(ch) if ch else {}), UserEvent=name, **headers)
+
+    def show_channels(self, chans: list[Chan], bridge_of: dict[str, str] | None = None,
+                      action_id: str = "snap-1", up_for: float = 0.0) -> None:
+        """The answer to CoreShowChannels as the AMI source puts it into the stream
+        (main/manager.c action_coreshowchannels, docs AMI_Events/CoreShowChannel): one CoreShowChannel per channel up,
+        with its BridgeId and Duration, then CoreShowChannelsComplete with ListItems."""
+        bridge_of = bridge_of or {}
+        d = int(up_for)
+        for ch in chans:
+            self._emit("CoreShowChannel", ActionID=action_id, **self._snap(ch),
+                       BridgeId=bridge_of.get(ch.uniqueid, ""), Application="AppDial",
+                       ApplicationData="(Outgoing Line)", Duration=f"{d // 3600:02d}:{d // 60 % 60:02d}:{d % 60:02d}")
+        self._emit("CoreShowChannelsComplete", ActionID=action_id, EventList="Complete",
+                   ListItems=str(len(chans)))
+
+    def gap(self, reason: str = "connection closed by the PBX") -> dict[str, str]:
+        """Where the source would put its StreamGap marker (not an AMI frame: a marker frame
+        that tests turn into ami.events.StreamGap)."""
+        frame = {"Event": "__gap__", "Reason": reason, "Timestamp": f"{self.t:.6f}"}
+        self.frames.append(frame)
+        return frame

@@ -17,7 +17,7 @@ from callrouter.config import PbxConfig
 from callrouter.records import CallRecord
 from callrouter.store import Store
 from callrouter.tracker import Tracker
-from expectations import differences
+from expectations import assert_names_who_answered, differences
 from fakeami import FakeAmi, load_recording
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
@@ -35,8 +35,9 @@ async def run_through_daemon_path(frames: list[str], store: Store) -> list[CallR
             writing = tg.create_task(writer.run())
             async with AmiSource(cfg) as source:
                 async def close_when_served() -> None:
-                    # every frame read (+1: the Login response); then closing loses nothing
-                    while source.stats.frames + source.stats.oversized < len(frames) + 1:
+                    # every frame of the recording read (answers to our own actions - Login,
+                    # the on-login snapshot - not counted); then closing loses nothing
+                    while source.stats.frames - source.stats.responses + source.stats.oversized < len(frames):
                         await asyncio.sleep(0.01)
                     await source.aclose()
                 tg.create_task(close_when_served())
@@ -48,6 +49,7 @@ async def run_through_daemon_path(frames: list[str], store: Store) -> list[CallR
     stored = [await store.get_call("main", r.call_id) for r in seen.records]
     assert stored == seen.records  # what the store gives back is what the tracker made
     assert await store.count_calls("main") == len(seen.records)
+    assert_names_who_answered(stored)
     return stored
 
 

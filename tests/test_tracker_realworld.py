@@ -24,11 +24,14 @@ from callrouter.calllog.walk import replay_records as replay
 from callrouter.tracker.facts import AgentAnswered, AgentEnded, AgentRinging
 from callrouter.tracker.tracker import Tracker
 
+from expectations import assert_names_who_answered
 from pbxsim import Pbx
 
 
 def records(p: Pbx):
-    return replay([parse_event(f, None) for f in p.frames])
+    out = replay([parse_event(f, None) for f in p.frames])
+    assert_names_who_answered(out)
+    return out
 
 
 def facts(p: Pbx):

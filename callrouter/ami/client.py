@@ -16,6 +16,20 @@ where its defaults would hurt a daemon that must run for months:
   was answered; `AmiSource` connects with a timeout, backs off exponentially with jitter,
   drops a connection whose Ping goes unanswered, and after every reconnection puts a
   `StreamGap` into the stream so the tracker knows events may be missing.
+
+After every login the source runs its on-login hook (by default `snapshot`): it asks the
+PBX for what is up now (CoreShowChannels, BridgeList, DeviceStateList, ExtensionStateList;
+deploy/asterisk/manager.conf grants exactly these) through `action()`. The list items those
+actions produce are events like any other: they go to the action's future *and* into the
+stream, in socket order, so the tracker and presence reconcile from them purely.
+
+Reconnect timing: the wait after a failed attempt grows exponentially with jitter up to
+`reconnect_max` (login rejected or unanswered, a connection dying during login), but while
+the PBX does not accept TCP at all (refused: down or restarting; or no answer within the
+connect timeout) it is capped at `UNREACHABLE_RETRY_MAX` (2 s): such an attempt costs the
+PBX nothing, and a PBX back from an outage of any length is logged into again within that
+cap plus one connect and login (the 3 s the daemon promises). The backoff starts over after
+every successful login.
 """
 from __future__ import annotations
 
@@ -25,7 +39,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 
 from panoramisk.ami_protocol import AMIProtocol
@@ -40,6 +54,8 @@ from .framing import FrameSplitter, Oversized
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 10_000
+UNREACHABLE_RETRY_MAX = 2.0  # s: longest wait between attempts while the PBX refuses TCP
+SNAPSHOT_ACTIONS = ("CoreShowChannels", "BridgeList", "DeviceStateList", "ExtensionStateList")
 
 
 class AmiError(Exception):
@@ -48,6 +64,11 @@ class AmiError(Exception):
 
 class AmiConnectError(AmiError):
     """No TCP connection, or it died or stalled before login finished."""
+
+
+class AmiUnreachable(AmiConnectError):
+    """No TCP connection (refused, failed, or no answer within the connect timeout): the PBX
+    or its AMI is not up."""
 
 
 class AmiLoginError(AmiError):
@@ -64,6 +85,8 @@ class AmiStats:
     connect_failures: int = 0  # attempts that failed to connect or log in
     pauses: int = 0  # times reading was paused because the consumer fell behind
     peak_buffer: int = 0  # largest unfinished frame held between reads, bytes
+    responses: int = 0  # frames that answered one of our actions (Login, Ping, snapshot lists...)
+    snapshots: int = 0  # on-login hooks that completed
 
 
 @dataclass(slots=True)
@@ -76,6 +99,8 @@ class _Counters:
     connect_failures: int = 0
     pauses: int = 0
     peak_buffer: int = 0
+    responses: int = 0
+    snapshots: int = 0
 
 
 # panoramisk logs actions on some error paths ('Fail to send %r'): the Login action holds
@@ -163,10 +188,14 @@ class _Protocol(AMIProtocol):
         try:
             headers = parse_raw_frame(text)
             if self._for_panoramisk(headers):
+                c.responses += 1
                 message = Message.from_line(text.strip())
                 if message is not None:
                     AMIProtocol.handle_message(self, message)  # resolves the action's future
-                return
+                if not any(k.lower() == "event" for k in headers):
+                    return
+                # a list item of our own action (CoreShowChannel, DeviceStateChange...): the
+                # stream needs it too, in order, to reconcile after a reconnect
             event = parse_event(headers, fallback_time=time.time())
         except MalformedEvent as e:
             c.malformed += 1
@@ -298,7 +327,11 @@ class AmiSource:
 
     def __init__(self, cfg: PbxConfig, *, queue_size: int = DEFAULT_QUEUE_SIZE,
                  ping_interval: float = 10.0, ping_timeout: float = 5.0,
-                 max_attempts: int | None = None):
+                 max_attempts: int | None = None,
+                 on_login: Callable[[AmiSource], Awaitable[None]] | None = None,
+                 snapshot_on_login: bool = True):
+        """`on_login`: a coroutine run after every successful login (after the snapshot when
+        `snapshot_on_login`); its failure is logged, never fatal."""
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self._cfg = cfg
@@ -320,6 +353,9 @@ class AmiSource:
         self._ended = False
         self._closed = False
         self._closing: asyncio.Future | None = None
+        self._on_login = on_login
+        self._snapshot_on_login = snapshot_on_login
+        self._hook: asyncio.Task | None = None
 
     # ------------------------------------------------------------ public
 
@@ -347,6 +383,46 @@ class AmiSource:
         if self._error is not None:
             raise self._error
 
+    async def action(self, action: Mapping[str, str], timeout: float | None = None):
+        """Send one AMI action on the current connection; its response (a list of messages
+        for list actions). Raises AmiError when not logged in or on no answer in `timeout`
+        (default: the connect timeout). List items it produces also go into `events()`."""
+        proto = self._proto
+        if proto is None or proto.closed or not proto.logged_in:
+            raise AmiError(f"{self.where}: not logged in; {action.get('Action')} not sent")
+        future = self._manager.send_action(dict(action))
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self._cfg.connect_timeout):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            raise AmiError(f"{self.where}: no answer to {action.get('Action')}") from None
+
+    async def snapshot(self) -> None:
+        """Ask the PBX what is up now; the items arrive in `events()` (see the module doc)."""
+        for name in SNAPSHOT_ACTIONS:
+            resp = await self.action({"Action": name})
+            first = resp[0] if isinstance(resp, list) and resp else resp
+            if first is not None and str(first.get("Response", "")).lower() == "error":
+                log.warning("%s: %s refused: %s (grant the AMI user 'reporting' for it)",
+                            self.where, name, first.get("Message"))
+
+    async def _after_login(self) -> None:
+        try:
+            if self._snapshot_on_login:
+                await self.snapshot()
+            if self._on_login is not None:
+                await self._on_login(self)
+            self._c.snapshots += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the call log goes on without it; the records say what is missing
+            log.warning("%s: on-login snapshot failed: %s: %s", self.where, type(e).__name__, e)
+
+    def _cancel_hook(self) -> None:
+        if self._hook is not None and not self._hook.done():
+            self._hook.cancel()
+        self._hook = None
+
     @property
     def stats(self) -> AmiStats:
         return AmiStats(**asdict(self._c))
@@ -365,6 +441,7 @@ class AmiSource:
 
     async def _close(self) -> None:
         self._closed = True
+        self._cancel_hook()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -417,7 +494,6 @@ class AmiSource:
             self._gap_reason = None
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         backoff = Backoff(self._cfg.reconnect_min, self._cfg.reconnect_max)
         failures = 0
         try:
@@ -433,17 +509,20 @@ class AmiSource:
                         self._finish(e)
                         return
                     delay = backoff.next()
+                    if isinstance(e, AmiUnreachable):
+                        delay = min(delay, UNREACHABLE_RETRY_MAX)  # see the module doc
                     log.log(level, "%s; retrying in %.2fs", e, delay)
                     await asyncio.sleep(delay)
                     continue
                 failures = 0
-                up_since = loop.time()
+                backoff.reset()  # logged in: the next incident starts from the shortest wait
                 log.info("%s: logged in as %r", self.where, self._cfg.username)
+                self._cancel_hook()
+                self._hook = asyncio.create_task(self._after_login(), name=f"ami-{self._cfg.name}-login")
                 # shield: cancelling this task (aclose) must not cancel the protocol's future
                 reason = await asyncio.shield(proto.lost)
+                self._cancel_hook()
                 self._gap_reason = reason
-                if loop.time() - up_since >= self._cfg.reconnect_max:
-                    backoff.reset()  # it was healthy: this is a new incident
                 delay = backoff.next()
                 log.warning("%s: %s; reconnecting in %.2fs", self.where, reason, delay)
                 await asyncio.sleep(delay)
@@ -453,12 +532,15 @@ class AmiSource:
 
     async def _connect(self) -> _Protocol:
         cfg = self._cfg
+        # panoramisk keeps actions pending on a lost connection to resend them later; ours
+        # (the Login, a snapshot) are re-made from scratch on every connection
+        self._manager.awaiting_actions.clear()
         try:
             proto = await self._manager.open(cfg.connect_timeout)
         except TimeoutError:
-            raise AmiConnectError(f"{self.where}: no connection within {cfg.connect_timeout:g}s") from None
+            raise AmiUnreachable(f"{self.where}: no connection within {cfg.connect_timeout:g}s") from None
         except OSError as e:
-            raise AmiConnectError(f"{self.where}: cannot connect: {e.strerror or e}") from None
+            raise AmiUnreachable(f"{self.where}: cannot connect: {e.strerror or e}") from None
         secret = cfg.secret.get_secret_value()
         login = self._manager.send_action(
             {"Action": "Login", "Username": cfg.username, "Secret": secret, "Events": "on"})

@@ -277,6 +277,41 @@ class StreamGap(AmiEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class UserEvent(AmiEvent):
+    """UserEvent() from the dialplan or the AMI action: application data, never a call by itself."""
+    name: str
+    channel: Channel | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CoreShowChannel(AmiEvent):
+    """One item of the CoreShowChannels list (main/manager.c action_coreshowchannels; docs
+    AMI_Events/CoreShowChannel): a channel up now, with the bridge it is in (`BridgeId`,
+    empty when none) and how long it has existed (`Duration`, HH:MM:SS)."""
+    channel: Channel
+    bridge_id: str = ""
+    application: str = ""
+    duration: str = ""
+    action_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CoreShowChannelsComplete(AmiEvent):
+    """The end of a CoreShowChannels list: every channel up was listed before it."""
+    items: int = 0
+    action_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeListItem(AmiEvent):
+    """One item of the BridgeList list (manager_bridges.c)."""
+    bridge_id: str
+    bridge_type: str = ""
+    num_channels: int = 0
+    action_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown(AmiEvent):
     name: str
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -316,6 +351,8 @@ class _Headers:
     def channel(self, prefix: str = "", required: bool = True) -> Channel | None:
         name = self.get(prefix + "Channel")
         uid = self.get(prefix + "Uniqueid")
+        if name.lower() == "none" or uid.lower() == "none":
+            name = uid = ""  # manager_channels.c: an event about no channel (a global VarSet)
         if not name or not uid:
             if required:
                 missing = prefix + ("Channel" if not name else "Uniqueid")
@@ -361,7 +398,15 @@ _PARSERS = {
     "hangup": lambda h, t: Hangup(t, h.channel(), h.integer("Cause")),
     "hanguprequest": lambda h, t: HangupRequest(t, h.channel(), h.integer("Cause"), False),
     "softhanguprequest": lambda h, t: HangupRequest(t, h.channel(), h.integer("Cause"), True),
-    "varset": lambda h, t: VarSet(t, h.channel(), h.need("Variable"), h.get("Value")),
+    # a global variable's VarSet has `Channel: none`: kept, with no channel (never a call)
+    "varset": lambda h, t: VarSet(t, h.channel(required=False), h.need("Variable"), h.get("Value")),
+    "userevent": lambda h, t: UserEvent(t, h.get("UserEvent"), h.channel(required=False)),
+    "coreshowchannel": lambda h, t: CoreShowChannel(t, h.channel(), h.get("BridgeId"), h.get("Application"),
+                                                    h.get("Duration"), h.get("ActionID")),
+    "coreshowchannelscomplete": lambda h, t: CoreShowChannelsComplete(t, h.integer("ListItems"),
+                                                                      h.get("ActionID")),
+    "bridgelistitem": lambda h, t: BridgeListItem(t, h.need("BridgeUniqueid"), h.get("BridgeType"),
+                                                  h.integer("BridgeNumChannels"), h.get("ActionID")),
     "newexten": lambda h, t: Newexten(t, h.channel(), h.get("Application"), h.get("AppData")),
     "dialbegin": lambda h, t: DialBegin(t, h.channel(required=False), h.channel("Dest"), h.get("DialString")),
     "dialstate": lambda h, t: DialState(t, h.channel(required=False), h.channel("Dest"), h.get("DialStatus")),

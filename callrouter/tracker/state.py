@@ -42,6 +42,20 @@ class ChannelState:
     queue: str | None = None       # queue this channel waited in as a caller
     dials: bool = False            # it dialed somewhere itself (so it is not an endpoint)
     queue_left_seq: int | None = None  # QueueCallerLeave: it stopped waiting in the queue
+    queue_abandoned: bool = False  # QueueCallerAbandon: it left the queue unanswered (hung up, or timed out)
+    # what the PBX shows for the channel itself: its own caller ID number (latest: Dial and
+    # NewCallerid set it) and its connected line (the other party: never its own identity)
+    own_num: str = ""
+    connected_num: str = ""
+    last_exten: str = ""           # dialplan exten in its latest snapshot
+    originated: bool = False       # dest of a caller-less DialBegin: an Originate rang it
+    originate_status: str | None = None  # that pseudo-dial's final status
+    bridged: bool = False          # it shared a bridge with another channel
+    peers: set[str] = field(default_factory=set)  # every channel it shared a bridge with
+    left_seq: int | None = None    # its last BridgeLeave
+    last_seen_seq: int = 0
+    last_seen_at: float | None = None
+    unseen_end: bool = False       # it was gone when the PBX was asked again (hangup not seen)
 
 
 @dataclass(slots=True)
@@ -57,6 +71,8 @@ class LegState:
     answered_at: float | None = None
     answered_seq: int | None = None
     dial_exten: str = ""           # dialer's exten when it dialed (the number on outbound)
+    dial_string: str = ""          # DialBegin's DialString (`150010002`, `89161234567@provider`)
+    agent: str | None = None       # who it rang, named when it began (for the live facts)
     ended_seq: int | None = None   # stream position of the definitive end (DialEnd, ring timeout, pickup)
 
 
@@ -76,3 +92,5 @@ class CallState:
     last_seq: int = 0
     last_time: float | None = None
     ringing_agents: set[str] = field(default_factory=set)
+    ended_unseen: tuple[float | None, float | None] | None = None  # bounds of an end not seen
+    queue_status: str | None = None  # QUEUESTATUS (app_queue.c set_queue_result): why Queue() returned

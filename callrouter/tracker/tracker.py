@@ -12,6 +12,8 @@ any of those links merges the two calls into the older one.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from callrouter.ami import events as ev
 from callrouter.devices import DeviceMap
@@ -19,12 +21,27 @@ from callrouter.phone import DEFAULT_REGION, normalize
 from callrouter.records import CallRecord, Party, Transfer
 
 from .facts import AgentAnswered, AgentEnded, AgentRinging, CallFinished, Fact, LiveCall
-from .record import build_record, leg_result_of_status, wall_clock as _dt
+from .record import _View, build_record, leg_result_of_status, wall_clock as _dt
 from .state import CallState, ChannelState, LegState, Signal
 
 _ROUTE_VARS = {"ROUTE_DIAL", "ROUTE_TIMEOUT", "ROUTE_FALLBACK", "ROUTE_REASON", "CLIENT_ID",
                "CLIENT_NAME", "ROUTE_RULE", "AGISTATUS"}
 _FORGET_AFTER = 100_000  # uniqueids of finished calls remembered, to drop their trailing events
+
+
+@dataclass(slots=True)
+class TrackerStats:
+    """What the tracker did not turn into calls (nothing is invented from these)."""
+    events: int = 0
+    no_channel: int = 0        # Channel/Uniqueid `none` (a global VarSet) or absent
+    unknown_channel: int = 0   # a channel never seen created (before its Newchannel, after a reconnect)
+    after_finish: int = 0      # trailing events of calls already finished
+    user_events: int = 0       # UserEvent: never a call by itself
+    varsets_ignored: int = 0   # VarSets that named no tracked channel
+    unmodeled: int = 0         # events the tracker has no use for
+    snapshots: int = 0         # CoreShowChannels lists reconciled
+    ended_unseen: int = 0      # channels found gone by a snapshot (hangup not seen)
+    adopted: int = 0           # channels first learned from a snapshot
 
 
 class Tracker:
@@ -39,6 +56,14 @@ class Tracker:
         self._bridges: dict[str, set[str]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._out: list[Fact] = []
+        self.stats = TrackerStats()
+        # which event classes this stream carries (an AMI user's eventfilter may drop some)
+        self._requests_seen = False
+        self._bridges_seen = False
+        self._varsets_seen = False
+        self._last_time: float | None = None   # time of the latest event that said when
+        self._gap: tuple[int, float | None] | None = None  # (seq, last time before it) of the last StreamGap
+        self._listing: dict[str, ev.Channel] | None = None  # CoreShowChannel items of the list in progress
 
     # ------------------------------------------------------------------ public
 
@@ -59,9 +84,17 @@ class Tracker:
     def feed(self, event: ev.AmiEvent) -> list[Fact]:
         self._seq += 1
         self._out = []
+        self.stats.events += 1
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
+        elif type(event) is ev.UserEvent:
+            self.stats.user_events += 1
+        else:
+            self.stats.unmodeled += 1
+        t = event.time
+        if t is not None and (self._last_time is None or t > self._last_time) and type(event) is not ev.StreamGap:
+            self._last_time = t
         return self._out
 
     def close(self, reason: str = "stream ended") -> list[Fact]:
@@ -89,22 +122,34 @@ class Tracker:
             seen.setdefault(id(call), call)
         return sorted(seen.values(), key=lambda c: self._channels[c.key].seq)
 
-    def _channel(self, snap: ev.Channel | None, t: float | None, created: bool = False) -> ChannelState | None:
-        """The state of a channel an event mentions; first sighting creates it (and its call).
-        Channels of calls already finished return None: their trailing events are noise."""
-        if snap is None or snap.uniqueid in self._finished:
+    def _channel(self, snap: ev.Channel | None, t: float | None, created: bool = False,
+                 adopt: str | None = None, since: float | None = None) -> ChannelState | None:
+        """The state of a channel an event mentions. Only its Newchannel (`created`) or the
+        PBX's own list of channels (`adopt`: why it is first seen mid-call) creates it: any
+        other event for a channel never seen creates nothing and is counted. Channels of calls
+        already finished return None: their trailing events are noise."""
+        uid = snap.uniqueid if snap is not None else ""
+        if not uid or (uid[0] in "nN" and uid.lower() == "none"):  # see _no_channel
+            self.stats.no_channel += 1
+            return None
+        if uid in self._finished:
+            self.stats.after_finish += 1
             return None
         ch = self._channels.get(snap.uniqueid)
+        if ch is None and not created and adopt is None:
+            self.stats.unknown_channel += 1
+            return None
         if ch is None:
             ch = ChannelState(uniqueid=snap.uniqueid, name=snap.name, linkedid=snap.linkedid,
                               first_linkedid=snap.linkedid, seq=self._seq,
-                              created_at=t, seen_created=created, exten=snap.exten, context=snap.context)
+                              created_at=t if adopt is None else since, seen_created=created,
+                              exten=snap.exten, context=snap.context)
             self._channels[ch.uniqueid] = ch
             call = self._by_linkedid.get(snap.linkedid)
             if call is None:
                 call = CallState(key=ch.uniqueid)
                 if not created:
-                    call.gaps.append(f"call already in progress when first seen ({snap.name})")
+                    call.gaps.append(f"call already in progress when first seen ({snap.name}; {adopt})")
                 call.linkedids.add(snap.linkedid)
                 self._by_linkedid[snap.linkedid] = call
             call.channels.append(ch.uniqueid)
@@ -119,12 +164,22 @@ class Tracker:
                 self._by_linkedid[snap.linkedid] = call
             else:
                 self._merge(self._call_of[ch.uniqueid], other)
-        if snap.caller_num and snap.caller_num != "<unknown>" and not ch.up:
-            ch.caller_num = snap.caller_num
+        num = snap.caller_num
+        if num and num != "<unknown>":
+            ch.own_num = num             # what the PBX shows for the channel now
+            if not ch.up:
+                ch.caller_num = num      # the caller's number as it rang
+        if snap.connected_num and snap.connected_num != "<unknown>":
+            ch.connected_num = snap.connected_num
+        if snap.exten:
+            ch.last_exten = snap.exten
+        ch.last_seen_seq = self._seq
+        if t is not None:
+            ch.last_seen_at = t
         if snap.caller_name and snap.caller_name != "<unknown>" and not ch.up:
             ch.caller_name = snap.caller_name
         if snap.state == "Up" and not ch.up:
-            ch.up, ch.up_at = True, t
+            ch.up, ch.up_at = True, t if adopt is None else None  # a list says it is up, not since when
         call = self._call_of[ch.uniqueid]
         call.last_seq = self._seq
         if t is not None:
@@ -205,7 +260,9 @@ class Tracker:
             self._finish(call)
 
     def _finish(self, call: CallState) -> None:
-        record = build_record(call, self._channels, self.devices, self.pbx, self.region)
+        record = build_record(call, self._channels, self.devices, self.pbx, self.region,
+                              requests_visible=self._requests_seen, bridges_visible=self._bridges_seen,
+                              varsets_visible=self._varsets_seen)
         for uid in call.channels:
             self._channels.pop(uid, None)
             self._call_of.pop(uid, None)
@@ -233,6 +290,10 @@ class Tracker:
         self._channel(e.channel, e.time)
 
     def _on_varset(self, e: ev.VarSet) -> None:
+        self._varsets_seen = True
+        if e.channel is None or e.channel.uniqueid not in self._channels:
+            # a global variable (Channel: none), or a channel never seen: never a call by itself
+            self.stats.varsets_ignored += 1
         ch = self._channel(e.channel, e.time)
         if ch is None:
             return
@@ -242,8 +303,11 @@ class Tracker:
             call.recording = e.value
         elif name in _ROUTE_VARS:
             call.route_vars[name] = e.value
+        elif name == "QUEUESTATUS" and e.value:
+            call.queue_status = e.value.upper()
 
     def _on_hangup_request(self, e: ev.HangupRequest) -> None:
+        self._requests_seen = True
         ch = self._channel(e.channel, e.time)
         if ch is not None and ch.first_signal is None:
             ch.first_signal = Signal(self._seq, e.time, e.soft, True)
@@ -263,8 +327,21 @@ class Tracker:
             self._agent_done(call, leg)
         self._maybe_finish(call)
 
+    # ------------------------------------------------------------------ live facts
+
+    def _view(self, call: CallState) -> _View:
+        return _View(call, self._channels, self.devices, self.region)
+
+    def _agent_name(self, call: CallState, leg: LegState) -> str | None:
+        """The agent a leg rings, for the live facts: every leg of an inbound or internal call
+        rings our side; the legs of an outbound call ring the client."""
+        v = self._view(call)
+        if v.direction == "out" or not v.is_endpoint(leg):
+            return None
+        return v.leg_name(leg)
+
     def _agent_done(self, call: CallState, leg: LegState) -> None:
-        agent = self.devices.agent_of(self._channels[leg.dest].name) if leg.dest in self._channels else None
+        agent = leg.agent
         if agent is None or agent not in call.ringing_agents:
             return
         call.ringing_agents.discard(agent)
@@ -276,42 +353,50 @@ class Tracker:
         if dest is None:
             return
         if e.caller is None:
-            return  # originate pseudo-dial: the 'caller' is the PBX itself, not a leg
+            # Originate's pseudo-dial (main/dial.c with no caller; pbx.c originate): the PBX
+            # rings this channel itself, it is not a leg; the channel is what the call starts at
+            dest.originated = True
+            return
         dialer = self._channel(e.caller, e.time)
         if dialer is None:
             return
         call = self._link(dialer, dest)
         dialer.dials = True
         leg = LegState(dest=dest.uniqueid, dialer=dialer.uniqueid, device=DeviceMap.device_of(dest.name),
-                       began_seq=self._seq, began_at=e.time, dial_exten=e.caller.exten)
+                       began_seq=self._seq, began_at=e.time, dial_exten=e.caller.exten,
+                       dial_string=e.dial_string)
         call.legs.append(leg)
-        agent = self.devices.agent_of(dest.name)
+        agent = self._agent_name(call, leg)
         if agent is not None and agent not in call.ringing_agents:
+            leg.agent = agent
             call.ringing_agents.add(agent)
             self._out.append(AgentRinging(self.pbx, call.key, agent, leg.device, self._party(call),
                                           call.route_vars.get("CLIENT_ID") or None, _dt(e.time)))
 
     def _on_dial_end(self, e: ev.DialEnd) -> None:
         dest = self._channel(e.dest, e.time)
-        if dest is None or e.caller is None:
+        if dest is None:
+            return
+        status = e.status.upper()
+        if e.caller is None:
+            if dest.originate_status is None and status not in ("", "RINGING", "PROCEEDING", "PROGRESS"):
+                dest.originate_status = status
             return
         dialer = self._channel(e.caller, e.time)
         leg = self._leg_to(dest.uniqueid, dialer.uniqueid if dialer else None)
         if leg is None:
             return
-        status = e.status.upper()
         if leg.status is None and status not in ("", "RINGING", "PROCEEDING", "PROGRESS"):
             leg.status = status
             leg.ended_at, leg.ended_seq = e.time, self._seq
+            call = self._call_of[dest.uniqueid]
             if status == "ANSWER":
                 leg.answered_at, leg.answered_seq = e.time, self._seq
-                call = self._call_of[dest.uniqueid]
-                agent = self.devices.agent_of(dest.name)
-                if agent is not None:
-                    self._out.append(AgentAnswered(self.pbx, call.key, agent, leg.device, self._party(call),
+                if leg.agent is not None:
+                    self._out.append(AgentAnswered(self.pbx, call.key, leg.agent, leg.device, self._party(call),
                                                    call.route_vars.get("CLIENT_ID") or None, _dt(e.time)))
             else:
-                self._agent_done(self._call_of[dest.uniqueid], leg)
+                self._agent_done(call, leg)
 
     def _on_local_bridge(self, e: ev.LocalBridge) -> None:
         one, two = self._channel(e.one, e.time), self._channel(e.two, e.time)
@@ -321,6 +406,7 @@ class Tracker:
         self._link(one, two)
 
     def _on_bridge_enter(self, e: ev.BridgeEnter) -> None:
+        self._bridges_seen = True
         ch = self._channel(e.channel, e.time)
         if ch is None:
             return
@@ -328,6 +414,7 @@ class Tracker:
         members.add(ch.uniqueid)
         live = [self._channels[u] for u in members if u in self._channels]
         call = self._link(*live)
+        _met(live)
         for m in live:
             self._adopt_agent_channel(call, m, live, e.time)
         # who holds the call now: an agent-side channel bridged with something not on its own
@@ -338,7 +425,7 @@ class Tracker:
             leg = self._agent_leg_side(m.uniqueid)
             if leg is None or leg.dest not in self._channels:
                 continue
-            if self.devices.agent_of(self._channels[leg.dest].name) is None and not self._endpoint(leg.dest):
+            if not self._endpoint(leg.dest):
                 continue  # plumbing (a Local channel into a queue or a dialplan that dials on)
             own = {leg.dest, self._channels[leg.dest].local_peer}
             if any(o.uniqueid not in own for o in live):
@@ -349,21 +436,26 @@ class Tracker:
 
     def _adopt_agent_channel(self, call: CallState, ch: ChannelState, live: list[ChannelState],
                              t: float | None) -> None:
-        """An agent's own phone channel that joins the caller without being dialed by this call
-        (it retrieved a parked call, was bridged by Bridge()/an AMI Bridge action) answered it:
-        give it a leg, as a pickup does."""
+        """A phone channel that joins the caller of an inbound or internal call without being
+        dialed by it (it retrieved a parked call, was bridged by Bridge()/an AMI Bridge action)
+        answered it: give it a leg, as a pickup does."""
         root = self._channels[call.key]
         if ch.uniqueid in (root.uniqueid, root.local_peer) or ch.name.startswith("Local/") or ch.dials:
             return  # the caller's side, plumbing, or an agent who placed a call (a consultation)
-        if self._agent_leg_side(ch.uniqueid) is not None or self.devices.agent_of(ch.name) is None:
+        if self._agent_leg_side(ch.uniqueid) is not None:
             return
         if not any(o.uniqueid in (root.uniqueid, root.local_peer) for o in live):
             return  # only a channel meeting the caller's side answers the caller
+        v = self._view(call)
+        if v.direction == "out":
+            return
         leg = LegState(dest=ch.uniqueid, dialer=ch.uniqueid, device=DeviceMap.device_of(ch.name),
                        began_seq=self._seq, began_at=t, status="ANSWER", ended_at=t, answered_at=t,
                        answered_seq=self._seq, ended_seq=self._seq)
         call.legs.append(leg)
-        agent = self.devices.agent_of(ch.name)
+        agent = leg.agent = self._view(call).leg_name(leg)
+        if agent is None:
+            return
         call.ringing_agents.add(agent)
         self._out.append(AgentAnswered(self.pbx, call.key, agent, leg.device, self._party(call),
                                        call.route_vars.get("CLIENT_ID") or None, _dt(t)))
@@ -374,7 +466,9 @@ class Tracker:
             members.discard(e.channel.uniqueid)
             if not members:
                 del self._bridges[e.bridge_id]
-        self._channel(e.channel, e.time)
+        ch = self._channel(e.channel, e.time)
+        if ch is not None:
+            ch.left_seq = self._seq
 
     def _on_queue_join(self, e: ev.QueueCallerJoin) -> None:
         ch = self._channel(e.channel, e.time)
@@ -389,6 +483,11 @@ class Tracker:
         if ch is not None and ch.queue_left_seq is None:
             ch.queue_left_seq = self._seq
 
+    def _on_queue_abandon(self, e: ev.QueueCallerAbandon) -> None:
+        ch = self._channel(e.channel, e.time)
+        if ch is not None:
+            ch.queue_abandoned = True
+
     def _on_agent_ring_no_answer(self, e: ev.AgentRingNoAnswer) -> None:
         if e.dest is None or e.dest.uniqueid not in self._channels:
             return
@@ -396,6 +495,18 @@ class Tracker:
         if leg is not None and leg.status is None:
             leg.status = "NOANSWER"
             leg.ended_at, leg.ended_seq = e.time, self._seq
+
+    def _name_in_call(self, snap: ev.Channel | None) -> str | None:
+        """A transfer party's name: the agent of the leg that reached this channel (or its Local
+        twin), else the channel itself, named as any party is."""
+        if snap is None or snap.uniqueid not in self._channels:
+            return None
+        call = self._call_of[snap.uniqueid]
+        v = self._view(call)
+        leg = self._agent_leg_side(snap.uniqueid)
+        if leg is not None and leg.dest in v.ch:
+            return v.leg_name(leg)
+        return v.name(snap.uniqueid)
 
     def _on_blind_transfer(self, e: ev.BlindTransfer) -> None:
         if e.result and e.result.lower() != "success":
@@ -405,7 +516,7 @@ class Tracker:
         call = self._link(src, dst)
         if call is None:
             return
-        who = self.devices.agent_of(e.transferer.name)
+        who = self._name_in_call(e.transferer)
         call.transfers.append(Transfer(kind="blind", **{"from": who}, to=e.extension or None))
 
     def _on_attended_transfer(self, e: ev.AttendedTransfer) -> None:
@@ -416,19 +527,15 @@ class Tracker:
         call = self._link(*chans)
         if call is None:
             return
-        who = self.devices.agent_of(e.orig_transferer.name)
+        who = self._name_in_call(e.orig_transferer)
         target = None
         for snap in (e.transfer_target, e.second_transferer):
-            if snap is None:
+            if snap is None or snap.uniqueid not in self._channels:
                 continue
-            uid = snap.uniqueid
-            if uid in self._channels:
-                # the consultation leg's destination is the agent the call went to
-                leg = self._agent_leg_side(uid)
-                name = self._channels[leg.dest].name if leg else snap.name
-                target = self.devices.agent_of(name)
-                if target and target != who:
-                    break
+            # the consultation leg's destination is the agent the call went to
+            target = self._name_in_call(snap)
+            if target and target != who:
+                break
         call.transfers.append(Transfer(kind="attended", **{"from": who}, to=target))
 
     def _on_pickup(self, e: ev.Pickup) -> None:
@@ -442,12 +549,12 @@ class Tracker:
             if ringing.status is None:
                 ringing.status = "PICKUP"
                 ringing.ended_at, ringing.ended_seq = e.time, self._seq
-            # the picker's phone becomes an answered leg of this call
+            # the picker's phone becomes an answered leg of this call (main/pickup.c ast_do_pickup)
             leg = LegState(dest=picker.uniqueid, dialer=ringing.dialer, device=DeviceMap.device_of(picker.name),
                            began_seq=self._seq, began_at=e.time, status="ANSWER", ended_at=e.time,
                            answered_at=e.time, answered_seq=self._seq, ended_seq=self._seq)
             call.legs.append(leg)
-            agent = self.devices.agent_of(picker.name)
+            agent = leg.agent = self._view(call).leg_name(leg)
             if agent is not None:
                 call.ringing_agents.add(agent)
                 self._out.append(AgentAnswered(self.pbx, call.key, agent, leg.device, self._party(call),
@@ -461,9 +568,78 @@ class Tracker:
             ch.name = e.new_name.removesuffix("<ZOMBIE>").removesuffix("<MASQ>")
 
     def _on_gap(self, e: ev.StreamGap) -> None:
+        self._gap = (self._seq, self._last_time)
         for call in self._live_calls():
             call.gaps.append(e.reason or "events may be missing")
 
+    # ------------------------------------------------------------------ snapshot after a reconnect
+
+    def _on_show_channel(self, e: ev.CoreShowChannel) -> None:
+        """One channel of the PBX's list (CoreShowChannels: main/manager.c
+        action_coreshowchannels, docs AMI_Events/CoreShowChannel): a channel we track is still
+        up; one we never saw was created while we were away."""
+        if self._listing is None:
+            self._listing = {}
+        if e.channel is None or _no_channel(e.channel):
+            return
+        self._listing[e.channel.uniqueid] = e.channel
+        known = e.channel.uniqueid in self._channels
+        ch = self._channel(e.channel, e.time, adopt="learned from the PBX's channel list after a reconnect",
+                           since=_started(e.time, e.duration))
+        if ch is None:
+            return
+        call = self._call_of[ch.uniqueid]
+        if not known:
+            self.stats.adopted += 1
+            # the list is in no particular order; a call's first channel is the one whose
+            # uniqueid is the linkedid (channel.c: a new call's linkedid is its own uniqueid)
+            key = self._channels[call.key]
+            if ch.uniqueid == ch.linkedid and not key.seen_created and key.uniqueid != key.linkedid:
+                call.key = ch.uniqueid
+                ch.seq, key.seq = min(ch.seq, key.seq), max(ch.seq, key.seq)
+        if e.bridge_id:
+            members = self._bridges.setdefault(e.bridge_id, set())
+            members.add(ch.uniqueid)
+
+    def _adopt_bridges(self) -> None:
+        """Bridges learned from a channel list: their members are linked, and a phone found
+        bridged with an adopted call's caller answered it (when: unknown)."""
+        for members in list(self._bridges.values()):
+            live = [self._channels[u] for u in members if u in self._channels]
+            if len(live) < 2:
+                continue
+            call = self._link(*live)
+            _met(live)
+            if call is not None and not self._channels[call.key].seen_created and not call.legs:
+                for m in live:
+                    self._adopt_agent_channel(call, m, live, None)
+
+    def _on_show_channels_complete(self, e: ev.CoreShowChannelsComplete) -> None:
+        """The list is complete: every channel we track that is not on it and was not seen since
+        the last reconnect ended while we were away. Its call ends when all its channels have;
+        the record is incomplete, with the bounds of when it ended."""
+        listed = self._listing or {}
+        self._listing = None
+        self.stats.snapshots += 1
+        self._adopt_bridges()
+        gap_seq, gap_from = self._gap if self._gap is not None else (self._seq, self._last_time)
+        now = e.time
+        for call in self._live_calls():
+            gone = [self._channels[u] for u in call.channels
+                    if u in self._channels and not self._channels[u].hungup and u not in listed
+                    and self._channels[u].last_seen_seq <= gap_seq]
+            if not gone:
+                continue
+            for ch in gone:
+                ch.hungup, ch.unseen_end = True, True
+                self.stats.ended_unseen += 1
+            if all(self._channels[u].hungup for u in call.channels if u in self._channels):
+                last = max((self._channels[u].last_seen_at for u in call.channels
+                            if self._channels[u].last_seen_at is not None), default=gap_from)
+                call.ended_unseen = (last, now)
+                call.gaps.append(f"hung up while the AMI connection was down, between {_when(last)} and "
+                                 f"{_when(now)} (its hangup was not seen)")
+                self._finish(call)
 
 _HANDLERS = {
     ev.Newchannel: Tracker._on_newchannel,
@@ -481,10 +657,45 @@ _HANDLERS = {
     ev.BridgeLeave: Tracker._on_bridge_leave,
     ev.QueueCallerJoin: Tracker._on_queue_join,
     ev.QueueCallerLeave: Tracker._on_queue_leave,
+    ev.QueueCallerAbandon: Tracker._on_queue_abandon,
     ev.AgentRingNoAnswer: Tracker._on_agent_ring_no_answer,
     ev.BlindTransfer: Tracker._on_blind_transfer,
     ev.AttendedTransfer: Tracker._on_attended_transfer,
     ev.Pickup: Tracker._on_pickup,
     ev.Rename: Tracker._on_rename,
     ev.StreamGap: Tracker._on_gap,
+    ev.CoreShowChannel: Tracker._on_show_channel,
+    ev.CoreShowChannelsComplete: Tracker._on_show_channels_complete,
 }
+
+
+def _met(live: list[ChannelState]) -> None:
+    """Channels together in a bridge: each has met the others."""
+    if len(live) > 1:
+        uids = {m.uniqueid for m in live}
+        for m in live:
+            m.bridged = True
+            m.peers |= uids - {m.uniqueid}
+
+
+def _no_channel(snap: ev.Channel) -> bool:
+    """Asterisk writes `Channel: none` / `Uniqueid: none` for an event about no channel (a
+    global variable's VarSet, manager_channels.c)."""
+    uid = snap.uniqueid
+    return not uid or (uid[0] in "nN" and uid.lower() == "none")
+
+
+def _started(now: float | None, duration: str) -> float | None:
+    """CoreShowChannel's Duration (`HH:MM:SS`) back from when it was listed."""
+    try:
+        h, m, sec = (int(x) for x in duration.split(":"))
+    except ValueError:
+        return None
+    return now - (h * 3600 + m * 60 + sec) if now is not None else None
+
+
+def _when(t: float | None) -> str:
+    if t is None or t < 1e9:
+        return "an unknown time"
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
+

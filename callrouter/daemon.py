@@ -39,6 +39,7 @@ from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet
 from callrouter.routing.types import AgentStatus
 from callrouter.store import Store
+from callrouter.store.changes import ClientChangeFeed
 from callrouter.tracker import LiveCall, Tracker
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ class Daemon:
             assert self.agi is not None and self.directory is not None
             await self.agi.start()
             log.info("routing: FastAGI on %s:%d", self.agi.host, self.agi.port)
+            client_changes = ClientChangeFeed(store)
+            await client_changes.start()  # before the directory loads: nothing in between is missed
             periodic: list[asyncio.Task] = []
             async with asyncio.TaskGroup() as tg:
                 log_task = tg.create_task(self.decision_log.run(), name="decision-log")
@@ -144,6 +147,8 @@ class Daemon:
                     await asyncio.wait([loading])
                 periodic.append(tg.create_task(self._refresh_directory(loading), name="directory-refresh"))
                 periodic.append(tg.create_task(self._every(DND_REFRESH, self.refresh_dnd), name="dnd-refresh"))
+                periodic.append(tg.create_task(client_changes.run(self._apply_client_changes),
+                                               name="client-changes"))
                 pbx_tasks = [tg.create_task(self._run_pbx(link, stop), name=f"pbx-{name}")
                              for name, link in self.pbxs.items()]
                 self.started.set()
@@ -215,6 +220,13 @@ class Daemon:
         """Clients were upserted or deleted in the store: routing sees them at once."""
         if self.directory is not None and ids:
             await self.directory.refresh_clients(ids)
+
+    async def _apply_client_changes(self, ids: frozenset[str] | None) -> None:
+        """Clients changed by another process (the change feed); None: too many, reload all."""
+        if ids is not None:
+            await self.clients_changed(sorted(ids))
+        elif self.directory is not None:
+            await self.directory.refresh()
 
     def reload(self) -> None:
         """SIGHUP: the rules (a bad file keeps the old ones) and DND from the store."""

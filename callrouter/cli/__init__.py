@@ -24,5 +24,6 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
 
 
 from . import calllog, daemon, db, routing  # noqa: E402  - each registers its commands on `main`
+from . import crm  # noqa: E402,F401  - import clients|managers
 
 __all__ = ["calllog", "daemon", "db", "main", "routing"]

@@ -12,6 +12,9 @@ walked; calls in flight become incomplete records), the reporters write what the
 the decision log flushes, the periodic refreshes end. A PBX source that gives up stops
 the daemon the same way.
 
+Clients changed by another process (`callrouter import`, another daemon) reach the phone
+directory through the client change feed (`store/changes.py`), within a second.
+
 What a web layer needs is here: `snapshot()` (live calls, presence, AMI links),
 `counters()`, `reload()` (SIGHUP: rules and DND), `set_dnd()`, `clients_changed()`.
 """

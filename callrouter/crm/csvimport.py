@@ -126,12 +126,20 @@ class _Rows:
         # cell they are in can be named instead of failing the whole file
         codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
         self._text = io.TextIOWrapper(source, encoding=codec, errors="surrogateescape", newline="")
+        try:
+            self._read_header(columns, required)
+        except BaseException:
+            self._text.detach()
+            raise
+        self._reader = csv.reader(self._text, delimiter=self.delimiter)
+
+    def _read_header(self, columns: tuple[str, ...], required: str) -> None:
         first = self._text.readline()
         if not first.strip():
             raise CsvFormatError("the file is empty: the first row must name the columns "
                                  f"({', '.join(columns)})")
         if _has_undecoded(first):
-            raise CsvFormatError(f"the header row is {_not_decoded(first, encoding)}")
+            raise CsvFormatError(f"the header row is {_not_decoded(first, self.encoding)}")
         self.delimiter = max(DELIMITERS, key=first.count) if any(d in first for d in DELIMITERS) else ","
         header = next(csv.reader([first], delimiter=self.delimiter))
         self.header = [h.strip().lower() for h in header]
@@ -144,9 +152,14 @@ class _Rows:
             raise CsvFormatError(f"column(s) {', '.join(map(repr, repeated))} appear more than once in the header")
         if required not in self.header:
             raise CsvFormatError(f"the header has no {required!r} column (it has: {', '.join(self.header)})")
-        self._reader = csv.reader(self._text, delimiter=self.delimiter)
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, str] | list[RowError]]]:
+        try:
+            yield from self._rows()
+        finally:
+            self._text.detach()  # the caller's stream stays open (a collected wrapper closes it)
+
+    def _rows(self) -> Iterator[tuple[int, dict[str, str] | list[RowError]]]:
         width = len(self.header)
         row = 1
         while True:

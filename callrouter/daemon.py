@@ -12,6 +12,9 @@ walked; calls in flight become incomplete records), the reporters write what the
 the decision log flushes, the periodic refreshes end. A PBX source that gives up stops
 the daemon the same way.
 
+Clients changed by another process (`callrouter import`, another daemon) reach the phone
+directory through the client change feed (`store/changes.py`), within a second.
+
 The REST API (`callrouter.web`, `[web]` in the config) is one of the parts: built
 here, bound in `run`, closed first in `_stop`. What it needs is here: `snapshot()` (live calls, presence, AMI links),
 `counters()`, `reload()` (SIGHUP: rules and DND), `set_dnd()`, `clients_changed()`.
@@ -40,6 +43,7 @@ from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet
 from callrouter.routing.types import AgentStatus
 from callrouter.store import Store
+from callrouter.store.changes import ClientChangeFeed
 from callrouter.tracker import LiveCall, Tracker
 from callrouter.web import WebServer
 
@@ -146,6 +150,8 @@ class Daemon:
                 except BaseException:
                     await self.agi.close(0)
                     raise
+            client_changes = ClientChangeFeed(store)
+            await client_changes.start()  # before the directory loads: nothing in between is missed
             periodic: list[asyncio.Task] = []
             async with asyncio.TaskGroup() as tg:
                 log_task = tg.create_task(self.decision_log.run(), name="decision-log")
@@ -156,6 +162,8 @@ class Daemon:
                 periodic.append(tg.create_task(self._refresh_directory(loading), name="directory-refresh"))
                 periodic.append(tg.create_task(self._every(DND_REFRESH, self.refresh_dnd), name="dnd-refresh"))
                 periodic.append(tg.create_task(self._reloader(), name="reloader"))
+                periodic.append(tg.create_task(client_changes.run(self._apply_client_changes),
+                                               name="client-changes"))
                 pbx_tasks = [tg.create_task(self._run_pbx(link, stop), name=f"pbx-{name}")
                              for name, link in self.pbxs.items()]
                 self.started.set()
@@ -237,6 +245,13 @@ class Daemon:
         """Clients were upserted or deleted in the store: routing sees them at once."""
         if self.directory is not None and ids:
             await self.directory.refresh_clients(ids)
+
+    async def _apply_client_changes(self, ids: frozenset[str] | None) -> None:
+        """Clients changed by another process (the change feed); None: too many, reload all."""
+        if ids is not None:
+            await self.clients_changed(sorted(ids))
+        elif self.directory is not None:
+            await self.directory.refresh()
 
     def reload(self) -> None:
         """SIGHUP: the rules (a bad file keeps the old ones) and DND from the store, done by

@@ -189,6 +189,24 @@ async def test_bulk_upsert_and_search_by_name_phone_and_owner(api: Api, http) ->
         assert [c["id"] for c in (await r.json())["items"]] == ["c-ann"]
 
 
+async def test_bulk_upsert_takes_the_import_csv_format_all_or_nothing(api: Api, http) -> None:
+    sue = {**api.auth("sue"), "Content-Type": "text/csv"}
+    good = ("\ufeffid;name;phones;owner_extension;monthly_turnover\n"
+            "csv-1;Ivan;8 (916) 200-00-01;101;\"1 234,5\"\n"
+            "csv-2;Olga;\"8 916 200-00-02, +7 916 200-00-03\";;\n")
+    async with http.post(api.url + "/api/clients/bulk", data=good.encode(), headers=sue) as r:
+        assert (r.status, await r.json()) == (200, {"written": 2})
+    got = await api.daemon.store.get_clients(["csv-1", "csv-2"])
+    assert got["csv-1"].monthly_turnover == 1234.5 and got["csv-1"].owner_extension == "101"
+    assert got["csv-2"].phones == ("+79162000002", "+79162000003")
+    bad = "id,phones\ncsv-3,8 916 200-00-04\ncsv-4,not a phone\ncsv-3,8 916 200-00-05\n"
+    async with http.post(api.url + "/api/clients/bulk", data=bad.encode(), headers=sue) as r:
+        out = await r.json()
+    assert r.status == 400 and out["field"] == "row 3: phones"
+    assert [e["field"] for e in out["errors"]] == ["row 3: phones", "row 4: id"]
+    assert await api.daemon.store.get_clients(["csv-3"]) == {}
+
+
 # ------------------------------------------------------------------ managers
 
 async def test_managers_list_upsert_and_dnd_reach_presence(api: Api, http) -> None:

@@ -23,6 +23,6 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-from . import calllog, daemon, db, routing, users  # noqa: E402  - each registers its commands on `main`
+from . import calllog, crm, daemon, db, routing, users  # noqa: E402  - each registers its commands on `main`
 
-__all__ = ["calllog", "daemon", "db", "main", "routing", "users"]
+__all__ = ["calllog", "crm", "daemon", "db", "main", "routing", "users"]

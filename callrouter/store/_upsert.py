@@ -1,10 +1,11 @@
 """Dialect-specific statements shared by the store modules."""
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, any_, bindparam, delete, func, select
+from sqlalchemy import Table, any_, bindparam, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,12 +37,15 @@ class BulkUpsert:
     float, bool or None."""
 
     def __init__(self, table: Table, columns: Sequence[str], *, conflict: Sequence[str] = (),
-                 update: Sequence[str] = (), touch: str | None = None) -> None:
+                 update: Sequence[str] = (), touch: str | None = None, if_changed: bool = False) -> None:
         self.table = table
         self.columns = tuple(columns)
         self.conflict = tuple(conflict)
         self.update = tuple(update)
         self.touch = touch  # a timestamp column set to now() on update
+        # update only rows whose `update` columns differ: an unchanged row keeps its
+        # timestamp and fires no trigger (the client change feed stays quiet)
+        self.if_changed = if_changed
         self._sqlite_sql: str | None = None
         self._pg_stmt: Any = None
 
@@ -53,7 +57,10 @@ class BulkUpsert:
             set_[self.touch] = func.now()
         if not set_:
             return ins.on_conflict_do_nothing(index_elements=list(self.conflict))
-        return ins.on_conflict_do_update(index_elements=list(self.conflict), set_=set_)
+        where = None
+        if self.if_changed:
+            where = or_(*(self.table.c[c].is_distinct_from(ins.excluded[c]) for c in self.update))
+        return ins.on_conflict_do_update(index_elements=list(self.conflict), set_=set_, where=where)
 
     async def run(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
@@ -99,3 +106,31 @@ class BulkDelete:
                 self._pg_stmt = delete(self.table).where(
                     col == any_(bindparam("keys", type_=postgresql.ARRAY(col.type))))
             await conn.execute(self._pg_stmt, {"keys": list(keys)})
+
+
+class BulkDeleteOthers:
+    """DELETE the rows of many keys except the (key, value) pairs given: a child list
+    (a client's phones) replaced by a new one without touching the rows that stay, so
+    a re-import of the same list deletes and re-inserts nothing."""
+
+    def __init__(self, table: Table, key: str, value: str) -> None:
+        name, k, v = table.name, key, value  # trusted identifiers from our own schema
+        self._sqlite_sql = (f"DELETE FROM {name} WHERE {k} = ? "
+                            f"AND {v} NOT IN (SELECT value FROM json_each(?))")
+        arr = postgresql.ARRAY(table.c[key].type)
+        self._pg_stmt = text(
+            f"DELETE FROM {name} AS t WHERE t.{k} = ANY(:keys) AND NOT EXISTS ("
+            f"SELECT 1 FROM unnest(:pk, :pv) AS n(k, v) WHERE n.k = t.{k} AND n.v = t.{v})"
+        ).bindparams(bindparam("keys", type_=arr), bindparam("pk", type_=arr),
+                     bindparam("pv", type_=postgresql.ARRAY(table.c[value].type)))
+
+    async def run(self, conn: AsyncConnection, keep: dict[Any, Sequence[Any]]) -> None:
+        """`keep`: every key whose rows are replaced -> the values it keeps."""
+        if not keep:
+            return
+        if conn.dialect.name == "sqlite":
+            await conn.exec_driver_sql(self._sqlite_sql, [(k, json.dumps(list(vs))) for k, vs in keep.items()])
+        else:
+            pairs = [(k, v) for k, vs in keep.items() for v in vs]
+            await conn.execute(self._pg_stmt, {"keys": list(keep), "pk": [p[0] for p in pairs],
+                                               "pv": [p[1] for p in pairs]})

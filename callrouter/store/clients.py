@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._upsert import BulkDelete, BulkUpsert, chunks
+from ._upsert import BulkDeleteOthers, BulkUpsert, chunks
 from .schema import ClientPhone, ClientRow
 
 _clients = ClientRow.__table__
@@ -44,10 +44,12 @@ class Client(BaseModel):
 
 
 _UPDATED = ("name", "owner_extension", "monthly_turnover", "tier", "problem", "blocked")
+# Unchanged clients and phones are left alone (no write, no `updated_at` bump, no row in
+# the change feed): importing the same file twice changes nothing.
 _upsert_clients = BulkUpsert(_clients, ("id", *_UPDATED), conflict=("id",), update=_UPDATED,
-                             touch="updated_at")
-_delete_phones = BulkDelete(_phones, "client_id")
-_insert_phones = BulkUpsert(_phones, ("client_id", "phone", "raw"))
+                             touch="updated_at", if_changed=True)
+_delete_other_phones = BulkDeleteOthers(_phones, "client_id", "phone")
+_insert_phones = BulkUpsert(_phones, ("client_id", "phone", "raw"), conflict=("client_id", "phone"))
 
 
 async def upsert_clients(engine: AsyncEngine, clients: Iterable[Client],
@@ -66,7 +68,7 @@ async def upsert_clients(engine: AsyncEngine, clients: Iterable[Client],
                 (c.id, c.name, c.owner_extension, c.monthly_turnover, c.tier, c.problem, c.blocked)
                 for c in by_id.values()])
             # phone lists are replaced, not merged: the CRM's current list is the truth
-            await _delete_phones.run(conn, list(by_id))
+            await _delete_other_phones.run(conn, {c.id: c.phones for c in by_id.values()})
             # `raw` keeps the value as handed to the store; Client carries E.164 only
             await _insert_phones.run(
                 conn, [(c.id, p, p) for c in by_id.values() for p in c.phones])

@@ -227,3 +227,16 @@ class ApiUser(Base):
 
 
 metadata = Base.metadata
+
+
+class ClientChange(Base):
+    """One client touched (upserted, phones changed, deleted), written by database
+    triggers (migration 0004) whoever the writer is: the change feed every daemon
+    follows (`callrouter.store.changes`), pruned by the followers after a few minutes."""
+    __tablename__ = "client_changes"
+    # SQLite: AUTOINCREMENT, so a seq is never reused after the table is pruned empty
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String)
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now())

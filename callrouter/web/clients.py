@@ -12,11 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
+from callrouter.crm.csvimport import CsvFormatError, RowError, read_clients
 from callrouter.crm.models import ClientIn
 from callrouter.phone import normalize
 from callrouter.store.clients import Client
 
-from .app import STAFF, ApiError, Ctx, Route, not_found, read_body, read_json, read_query
+from .app import STAFF, ApiError, Ctx, FieldError, Route, not_found, read_body, read_json, read_query
 from .csvout import CLIENT_COLUMNS, csv_response, wants_csv
 from .models import BulkClientsIn, BulkOut, ClientPage, ClientPut, ClientQuery
 
@@ -36,7 +37,7 @@ async def unknown_owners(store: Any, items: Sequence[ClientIn]) -> dict[int, str
 
 async def apply_clients(daemon: Any, items: Sequence[ClientIn], field_prefix: str = "clients") -> int:
     """Validated clients into the store and the running directory; all or none.
-    The one way the API (JSON now, CSV bodies later) writes clients."""
+    The one way the API (JSON and CSV bodies, PUT) writes clients."""
     bad = await unknown_owners(daemon.store, items)
     if bad:
         i, ext = next(iter(bad.items()))
@@ -51,9 +52,30 @@ async def _json_clients(request: web.Request, ctx: Ctx) -> list[ClientIn]:
     body = await read_body(request, BulkClientsIn, context={"region": ctx.region})
     return list(body.clients)
 
-# media type -> reader; the CSV import plugs its reader in here
+async def _csv_clients(request: web.Request, ctx: Ctx) -> list[ClientIn]:
+    """The import's CSV format (`callrouter.crm.csvimport`); one bad row refuses the body,
+    every bad row named (row as a spreadsheet numbers it, column, reason)."""
+    body = await request.read()
+    items: list[ClientIn] = []
+    errors: list[FieldError] = []
+    try:
+        for item in read_clients(body, region=ctx.region, encoding=request.charset or "utf-8"):
+            if isinstance(item, RowError):
+                errors.append(FieldError(field=f"row {item.row}" + (f": {item.field}" if item.field else ""),
+                                         message=item.reason))
+            else:
+                items.append(item)
+    except CsvFormatError as e:
+        raise ApiError(400, f"CSV: {e}", field="body") from None
+    if errors:
+        raise ApiError(400, f"{len(errors)} bad row(s); nothing stored", field=errors[0].field, errors=errors[:100])
+    return items
+
+
+# media type -> reader
 BULK_READERS: dict[str, Callable[[web.Request, Ctx], Awaitable[list[ClientIn]]]] = {
     "application/json": _json_clients,
+    "text/csv": _csv_clients,
 }
 
 

@@ -146,3 +146,42 @@ def test_dnd_owner_routes_to_tier():
     d = decide("+79161234567", IVAN, p, OPEN, RULES)
     assert d.reason == "owner-unavailable→tier:wholesale"
     assert any("owner 101 is DND" in line for line in d.trace)
+
+
+async def test_presence_forgets_at_an_outage_and_learns_again_from_the_login_snapshot():
+    """A phone in use when the AMI link drops and hung up during the outage (an event the
+    daemon never gets: manager.c writes events only to sessions logged in then): after the
+    login the gap makes presence forget what it knew, and the DeviceStateList the source
+    sends (main/devicestate.c: one DeviceStateChange per device) tells it the phone is
+    free, without any new event from the phone."""
+    import asyncio
+
+    from callrouter.ami.client import AmiSource
+    from callrouter.config import PbxConfig
+    from fakeami import FakeAmi
+
+    presence = Presence()
+    async with FakeAmi(lists=True) as fake:
+        cfg = PbxConfig(name="main", host="127.0.0.1", port=fake.port, reconnect_min=0.1, reconnect_max=0.5)
+        async with AmiSource(cfg) as source:
+            async def consume():
+                async for event in source.events():
+                    presence.apply(event)
+            consuming = asyncio.create_task(consume())
+
+            async def until(pred, timeout=10.0):
+                end = asyncio.get_running_loop().time() + timeout
+                while not pred():
+                    assert asyncio.get_running_loop().time() < end, presence.get("101")
+                    await asyncio.sleep(0.02)
+
+            await until(lambda: bool(fake.logins))
+            fake.emit("Event: DeviceStateChange\r\nPrivilege: call,all\r\nDevice: PJSIP/101\r\nState: INUSE\r\n\r\n")
+            await until(lambda: presence.get("101").state == "busy")
+            await fake.stop_listening()
+            fake.emit("Event: DeviceStateChange\r\nPrivilege: call,all\r\nDevice: PJSIP/101\r\nState: NOT_INUSE\r\n\r\n")
+            assert presence.get("101").state == "busy"  # the hangup was lost with the link
+            await fake.start_listening()
+            await until(lambda: presence.get("101").state == "idle")
+            assert len(fake.logins) == 2 and fake.actions.count("devicestatelist") == 2
+            consuming.cancel()

@@ -13,9 +13,11 @@ Devices map to extensions through `callrouter.devices.DeviceMap` (configured man
 devices first, else the extension in the channel name). After a gap in the AMI stream
 (`StreamGap`), an Asterisk restart (`FullyBooted`) or `Shutdown`, everything learned
 from events is forgotten: nothing known is "unknown", which routing treats as available
-(a missed Hangup must not keep an owner "busy" forever). To re-learn at once after a
-reconnect, the AMI client can send DeviceStateList / ExtensionStateList /
-CoreShowChannels: their events feed `apply` like any other.
+(a missed Hangup must not keep an owner "busy" forever). After every login the AMI
+source asks for DeviceStateList / ExtensionStateList / CoreShowChannels
+(`callrouter.ami.client.AmiSource.snapshot`); their items arrive as the same typed events
+(DeviceStateChange, ExtensionStatus) and feed `apply` like any other, so what was
+forgotten at the gap is learned again at once.
 """
 from __future__ import annotations
 

@@ -400,8 +400,8 @@ async def test_a_slow_store_gets_the_default_route_within_the_deadline(store, st
         recorder = InlineDecisionLog(store)
         writing = asyncio.create_task(recorder.run())
         async with serving(router, deadline_ms=100, recorder=recorder) as srv:
-            results = await asyncio.gather(*(agi_call(HOST, srv.port, route_request("+79161234567"), timeout=0.9)
-                                             for _ in range(10)))
+            results = await asyncio.gather(*(agi_call(HOST, srv.port, route_request("+79161234567", uniqueid=f"9.{n}"),
+                                                      timeout=0.9) for n in range(10)))
             assert srv.stats["default-timeout"] == 10
         await recorder.close()
         await asyncio.wait_for(writing, 5)  # close() ends run()

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callrouter.config import ManagerConfig
 from callrouter.records import CallRecord
 
-from . import calls, clients, managers, routing
+from . import calls, clients, deadletters, managers, routing
 from .clients import Client
+from .deadletters import DeadLetter
 from .engine import DEFAULT_STATEMENT_TIMEOUT, make_engine
 from .migrate import check_revision
 
@@ -136,3 +137,12 @@ class Store:
             if leads:
                 await routing.save_leads(conn, leads)
         return len(leads)
+
+    # what the database refused twice (callrouter.store.writer splits, then dead-letters)
+    async def save_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        async with self.engine.begin() as conn:
+            await deadletters.save_dead_letters(conn, letters)
+
+    async def dead_letters(self, limit: int = 100, kind: str | None = None) -> list[DeadLetter]:
+        async with self.engine.connect() as conn:
+            return await deadletters.list_dead_letters(conn, limit, kind)

@@ -536,11 +536,11 @@ async def test_decisions_are_stored_in_batches(store, store_url):
 
 def test_the_protocol_imports_alone():
     """`callrouter.agi` imports nothing eagerly: the wire format loads without the server,
-    routing, the store or the decision log."""
+    routing, the store or the decision log (callrouter.text, pure, makes values storable)."""
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-c", "import sys, callrouter.agi.protocol; "
                           "print(' '.join(sorted(m for m in sys.modules if m.startswith('callrouter'))))"],
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["callrouter", "callrouter.agi", "callrouter.agi.protocol"]
+    assert out == ["callrouter", "callrouter.agi", "callrouter.agi.protocol", "callrouter.text"]  # text: pure, stdlib

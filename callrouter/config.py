@@ -70,6 +70,12 @@ class AgiConfig(_Strict):
     decision_log: Literal["process", "inline"] = "process"
 
 
+class SpoolConfig(_Strict):
+    """The local spool for what the database does not take (callrouter.store.spool)."""
+    path: str = "callrouter-spool.db"
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLROUTER_", env_nested_delimiter="__",
                                       extra="forbid", frozen=True)
@@ -81,6 +87,7 @@ class Settings(BaseSettings):
     pbx: tuple[PbxConfig, ...] = (PbxConfig(),)
     managers: tuple[ManagerConfig, ...] = ()
     agi: AgiConfig = AgiConfig()
+    spool: SpoolConfig = SpoolConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:

@@ -17,7 +17,7 @@ from fakeami import FakeAmi
 from callrouter.agi.protocol import parse_header, quote, set_variables
 from callrouter.agi.server import FastAgiServer
 from callrouter.daemon import Daemon
-from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings
+from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings, SpoolConfig
 from callrouter.decisionlog.inline import InlineDecisionLog
 from callrouter.decisionlog.policy import POLICY
 from callrouter.routing.presence import Presence
@@ -439,12 +439,12 @@ async def test_a_full_decision_log_never_delays_answers(store):
 
 # ------------------------------------------------------------------ the whole service
 
-async def test_the_daemon_routes_records_decisions_and_sets_dnd(store, store_url):
+async def test_the_daemon_routes_records_decisions_and_sets_dnd(store, store_url, tmp_path):
     """The Daemon as `callrouter run` builds it (its FastAGI server, directory, presence,
     decision-log process, one fake PBX on AMI): routes by owner, honours DND set through
     it, records every decision and the unknown caller's lead, and stops cleanly."""
     settings = Settings(database_url=store_url, rules_dir=str(SHIPPED_RULES),
-                        agi=AgiConfig(host=HOST, port=0),
+                        agi=AgiConfig(host=HOST, port=0), spool=SpoolConfig(path=str(tmp_path / "spool.db")),
                         managers=(ManagerConfig(extension="101", devices=("PJSIP/101", "PJSIP/101-app")),))
     await store.upsert_clients(ivan("101"))
     async with FakeAmi([]) as ami:

@@ -126,6 +126,7 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
     async with FakeAmi([]) as ami:
         config = tmp_path / "callrouter.toml"
         config.write_text(f'database_url = "{url}"\nrules_dir = "{RULES}"\n'
+                          f'[spool]\npath = "{tmp_path / "spool.db"}"\n'
                           f'[agi]\nhost = "127.0.0.1"\nport = {agi_port}\n'
                           f'[[pbx]]\nname = "lab"\nport = {ami.port}\n'
                           f'[[managers]]\nextension = "101"\ndevices = ["Local/101@phones"]\n')

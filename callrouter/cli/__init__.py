@@ -1,5 +1,5 @@
 """The `callrouter` command: every subcommand lives in this package, one module a room
-(calllog: replay; daemon: run; db: upgrade; routing: rules, route)."""
+(calllog: replay; daemon: run; db: upgrade; routing: rules, route; deadletters: list)."""
 from __future__ import annotations
 
 import logging
@@ -24,5 +24,6 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
 
 
 from . import calllog, daemon, db, routing  # noqa: E402  - each registers its commands on `main`
+from . import deadletters  # noqa: E402
 
-__all__ = ["calllog", "daemon", "db", "main", "routing"]
+__all__ = ["calllog", "daemon", "db", "deadletters", "main", "routing"]

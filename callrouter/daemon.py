@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 2.0         # s: FastAGI calls in flight finish within this after stop
 DRAIN_TIMEOUT = 10.0     # s: reporters and the decision log write what they hold within this
 # s: the whole stop, SIGTERM to the store's close; with the store's own bounded close
-# (store.CLOSE_TIMEOUT, 2 s) a daemon stops within 10 s whatever the database does
-STOP_BUDGET = 7.0
+# (store.CLOSE_TIMEOUT, 2 s) a daemon stops within ~8 s whatever the database does
+STOP_BUDGET = 6.0
 DIRECTORY_REFRESH = 300.0
 DND_REFRESH = 15.0
 STOPPED_MID_CALL = "daemon stopped with the call in progress"

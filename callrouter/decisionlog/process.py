@@ -352,7 +352,7 @@ def _decode(frame: bytes) -> RoutedCall | None:
 
 
 async def _child(ack: Any) -> int:
-    from callrouter.store import Store
+    from callrouter.store import SchemaNotCurrent, Store
     from callrouter.store.spool import decision_dead_letter, encode_decision
     from callrouter.store.writer import BatchWriter
 
@@ -365,10 +365,29 @@ async def _child(ack: Any) -> int:
     policy = WritePolicy(**config["policy"])
     spool = None if config.get("spool") is None else Spool(config["spool"]["path"], config["spool"]["max_bytes"])
 
-    async with Store(config["database_url"]) as store:
+    store = Store(config["database_url"])
+    opened = False
+
+    async def open_store() -> None:
+        # Opened on first use, and again after a failure: a child started while the
+        # database is down (a restart during an outage) must still take decisions and
+        # spool them. Only a database without our schema ends the child (SchemaNotCurrent).
+        nonlocal opened
+        if not opened:
+            await store.__aenter__()
+            opened = True
+
+    try:
+        await open_store()
+    except SchemaNotCurrent:
+        raise
+    except Exception as e:  # noqa: BLE001 - the writer's policy (retries, the spool) takes it from here
+        log.warning("the database is not reachable (%s: %s); decisions wait in the spool", type(e).__name__, e)
+    try:
         async def save(batch: list[RoutedCall | None]) -> None:
             calls = [c for c in batch if c is not None]
             if calls:
+                await open_store()
                 await store.save_routing_batch(calls)
 
         # every frame is acknowledged once, in the order it came: stored (an unreadable
@@ -385,6 +404,7 @@ async def _child(ack: Any) -> int:
 
         async def dead(call: RoutedCall | None, error: Exception) -> None:
             assert call is not None
+            await open_store()
             await store.save_dead_letters([decision_dead_letter(call, error)])
             ack.write(b"1 0 0 0 0 1\n")
 
@@ -405,6 +425,10 @@ async def _child(ack: Any) -> int:
                     await writer.put(None)
             # end of input: store (or spool) what is queued, then run() returns
             await writer.close(CHILD_CLOSE_TIMEOUT)
+    finally:
+        await store.close()
+        if spool is not None:
+            spool.close()
     return 0 if not buf else 3  # a partial frame at the end: the daemon died mid-write
 
 

@@ -74,7 +74,7 @@ class Backlogged(Exception):
 # SQLSTATE classes that mean "not this data": 22 data exception (a NUL, a bad encoding, a
 # value out of range), 23 integrity constraint, 54 program limit (a row too large).
 _REFUSING_SQLSTATES = ("22", "23", "54")
-ABANDON_WAIT = 1.0  # s: a save abandoned at close gets this long to clean up its connection
+ABANDON_WAIT = 0.5  # s: a save abandoned at close gets this long to clean up its connection
 
 
 def is_refusal(error: BaseException) -> bool:

@@ -79,6 +79,10 @@ class WebConfig(_Strict):
     session_hours: float = Field(default=12.0, gt=0)
     # mark the session cookie Secure: set it when a TLS proxy is in front
     secure_cookie: bool = False
+class SpoolConfig(_Strict):
+    """The local spool for what the database does not take (callrouter.store.spool)."""
+    path: str = "callrouter-spool.db"
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
 
 
 class Settings(BaseSettings):
@@ -93,6 +97,7 @@ class Settings(BaseSettings):
     managers: tuple[ManagerConfig, ...] = ()
     agi: AgiConfig = AgiConfig()
     web: WebConfig = WebConfig()
+    spool: SpoolConfig = SpoolConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:

@@ -9,8 +9,14 @@ source with its call log — and runs every long-lived task in one TaskGroup. Wh
 is set it stops in one place, in this order: the FastAGI server stops accepting (calls
 in flight get a grace period), the AMI sources close (events already read are still
 walked; calls in flight become incomplete records), the reporters write what they hold,
-the decision log flushes, the periodic refreshes end. A PBX source that gives up stops
-the daemon the same way.
+the decision log flushes, the periodic refreshes and the spool drain end. The whole
+stop takes at most STOP_BUDGET s whatever the database does (a hung connection, refusals):
+what could not be stored by then is in the spool (`[spool] path`), and the log says how
+many items it holds. A PBX source that gives up stops the daemon the same way.
+
+The spool (callrouter.store.spool) takes the call records and routing decisions the
+database does not take; its drain (a task in the TaskGroup) replays them, oldest first,
+when the database is back.
 
 Clients changed by another process (`callrouter import`, another daemon) reach the phone
 directory through the client change feed (`store/changes.py`), within a second.
@@ -44,6 +50,7 @@ from callrouter.routing.rules import RuleSet
 from callrouter.routing.types import AgentStatus
 from callrouter.store import Store
 from callrouter.store.changes import ClientChangeFeed
+from callrouter.store.spool import Spool, SpoolDrain
 from callrouter.tracker import LiveCall, Tracker
 from callrouter.web import WebServer
 
@@ -51,6 +58,9 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE = 2.0         # s: FastAGI calls in flight finish within this after stop
 DRAIN_TIMEOUT = 10.0     # s: reporters and the decision log write what they hold within this
+# s: the whole stop, SIGTERM to the store's close; with the store's own bounded close
+# (store.CLOSE_TIMEOUT, 2 s) a daemon stops within ~8 s whatever the database does
+STOP_BUDGET = 6.0
 DIRECTORY_REFRESH = 300.0
 DND_REFRESH = 15.0
 STOPPED_MID_CALL = "daemon stopped with the call in progress"
@@ -98,19 +108,21 @@ class Daemon:
         self.pbxs: dict[str, PbxLink] = {}
         self._reload_wanted = asyncio.Event()
         self.web: WebServer | None = None
+        self.spool: Spool | None = None
+        self.drain: SpoolDrain | None = None
 
     # ------------------------------------------------------------------ building
     def build_reporters(self, store: Any) -> list[QueuedReporter]:
         """The consumers of call facts this config asks for (the store writer always)."""
-        return [RecordWriter(store)]
+        return [RecordWriter(store, spool=self.spool)]
 
     def _decision_log(self, store: Any) -> Any:
         url = getattr(store, "url", None)
         if self.settings.agi.decision_log == "process" and isinstance(url, str):
             from callrouter.decisionlog.process import DecisionLogProcess
-            return DecisionLogProcess(url)
+            return DecisionLogProcess(url, spool=self.spool)
         from callrouter.decisionlog.inline import InlineDecisionLog
-        return InlineDecisionLog(store)
+        return InlineDecisionLog(store, spool=self.spool)
 
     async def _build(self, store: Any) -> None:
         s = self.settings
@@ -139,8 +151,21 @@ class Daemon:
 
     # ------------------------------------------------------------------ running
     async def run(self, stop: asyncio.Event) -> None:
+        self.spool = Spool(self.settings.spool.path, self.settings.spool.max_bytes)
+        try:
+            await self._run(stop)
+        finally:
+            held = self.spool.depth()
+            if held:
+                log.warning("spool %s holds %d item(s) not yet in the database; they are stored when the "
+                            "daemon next runs with the database up", self.spool.path, held)
+            self.spool.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        assert self.spool is not None
         async with Store(self.settings.database_url) as store:
             await self._build(store)
+            self.drain = SpoolDrain(self.spool, store)
             assert self.agi is not None and self.directory is not None
             await self.agi.start()
             log.info("routing: FastAGI on %s:%d", self.agi.host, self.agi.port)
@@ -164,6 +189,7 @@ class Daemon:
                 periodic.append(tg.create_task(self._reloader(), name="reloader"))
                 periodic.append(tg.create_task(client_changes.run(self._apply_client_changes),
                                                name="client-changes"))
+                periodic.append(tg.create_task(self.drain.run(), name="spool-drain"))
                 pbx_tasks = [tg.create_task(self._run_pbx(link, stop), name=f"pbx-{name}")
                              for name, link in self.pbxs.items()]
                 self.started.set()
@@ -173,20 +199,35 @@ class Daemon:
 
     async def _stop(self, pbx_tasks: list[asyncio.Task], reporting: list[asyncio.Task], log_task: asyncio.Task,
                     periodic: list[asyncio.Task]) -> None:
+        """Everything within STOP_BUDGET: each step gets what is left of it."""
         assert self.agi is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + STOP_BUDGET
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.1, end - loop.time() - reserve)
+
         if self.web is not None:
-            await self.web.close()
-        await self.agi.close(STOP_GRACE)
-        for link in self.pbxs.values():
-            await link.source.aclose()
-        await asyncio.wait(pbx_tasks) if pbx_tasks else None
-        for r in self.reporters:
-            await r.close(DRAIN_TIMEOUT)
-        await asyncio.wait(reporting) if reporting else None
-        await self.decision_log.close(DRAIN_TIMEOUT)
-        await log_task
-        for t in periodic:
+            try:
+                await asyncio.wait_for(self.web.close(), left(5.5))
+            except TimeoutError:
+                log.warning("the web server did not close in time")
+        await self.agi.close(min(STOP_GRACE, left(5.0)))
+        try:
+            await asyncio.wait_for(asyncio.gather(*(link.source.aclose() for link in self.pbxs.values())), left(4.0))
+        except TimeoutError:
+            log.warning("the AMI sources did not close in time")
+        if pbx_tasks:
+            await asyncio.wait(pbx_tasks, timeout=left(4.0))  # calls in flight become incomplete records
+        for t in periodic:  # the drain too: what it holds stays in the spool
             t.cancel()
+        # the writers and the decision log in parallel; each abandons a hung save at its
+        # deadline and hands what it holds to the spool (ABANDON_WAIT, then an fsync)
+        await asyncio.gather(*(r.close(min(DRAIN_TIMEOUT, left(1.5))) for r in self.reporters),
+                             self.decision_log.close(min(DRAIN_TIMEOUT, left(0.5))))
+        await asyncio.wait([*reporting, log_task], timeout=left())
+        if self.spool is not None:
+            log.info("stopping: %d item(s) in the spool", self.spool.depth())
 
     def _decided(self, call: Any) -> None:
         """FastAGI `on_decision`, after the answer is written: the route log (joins
@@ -289,6 +330,14 @@ class Daemon:
             for k, v in self.decision_log.stats.items():
                 out[f"decision_log.{k}"] = v
             out["decision_log.pending"] = self.decision_log.pending
+        if self.spool is not None:
+            out["spool.depth"] = self.spool.depth()   # items waiting for the database, every kind
+            out["spool.bytes"] = self.spool.size()
+            for k, v in self.spool.stats.items():    # spooled, refused (full) in this process
+                out[f"spool.{k}"] = v
+        if self.drain is not None:
+            for k, v in self.drain.stats.items():    # <kind>-drained, <kind>-dead
+                out[f"spool.{k}"] = v
         return out
 
 

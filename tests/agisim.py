@@ -17,9 +17,11 @@ def header_block(env: Mapping[str, str]) -> bytes:
     return "".join(f"{k}: {v}\n" for k, v in env.items()).encode() + b"\n"
 
 
-def route_request(callerid: str, *, linkedid: str | None = None, uniqueid: str = "1795370423.505",
+def route_request(callerid: str, *, linkedid: str | None = None, uniqueid: str | None = None,
                   script: str = "route", extra: Mapping[str, str] | None = None) -> bytes:
-    """A header block like Asterisk 22 sends for AGI(agi://host:4573/route,${CHANNEL(linkedid)})."""
+    """A header block like Asterisk 22 sends for AGI(agi://host:4573/route,${CHANNEL(linkedid)}).
+    The inbound channel runs the AGI, so its uniqueid is the call's linkedid unless given."""
+    uniqueid = uniqueid or linkedid or "1795370423.505"
     env = {
         "agi_network": "yes", "agi_network_script": script,
         "agi_request": f"agi://127.0.0.1:4573/{script}", "agi_channel": "PJSIP/trunk-00000001",

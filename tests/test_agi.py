@@ -17,7 +17,7 @@ from fakeami import FakeAmi
 from callrouter.agi.protocol import parse_header, quote, set_variables
 from callrouter.agi.server import FastAgiServer
 from callrouter.daemon import Daemon
-from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings, WebConfig
+from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings, SpoolConfig, WebConfig
 from callrouter.decisionlog.inline import InlineDecisionLog
 from callrouter.decisionlog.policy import POLICY
 from callrouter.routing.presence import Presence
@@ -400,8 +400,8 @@ async def test_a_slow_store_gets_the_default_route_within_the_deadline(store, st
         recorder = InlineDecisionLog(store)
         writing = asyncio.create_task(recorder.run())
         async with serving(router, deadline_ms=100, recorder=recorder) as srv:
-            results = await asyncio.gather(*(agi_call(HOST, srv.port, route_request("+79161234567"), timeout=0.9)
-                                             for _ in range(10)))
+            results = await asyncio.gather(*(agi_call(HOST, srv.port, route_request("+79161234567", uniqueid=f"9.{n}"),
+                                                      timeout=0.9) for n in range(10)))
             assert srv.stats["default-timeout"] == 10
         await recorder.close()
         await asyncio.wait_for(writing, 5)  # close() ends run()
@@ -439,12 +439,13 @@ async def test_a_full_decision_log_never_delays_answers(store):
 
 # ------------------------------------------------------------------ the whole service
 
-async def test_the_daemon_routes_records_decisions_and_sets_dnd(store, store_url):
+async def test_the_daemon_routes_records_decisions_and_sets_dnd(store, store_url, tmp_path):
     """The Daemon as `callrouter run` builds it (its FastAGI server, directory, presence,
     decision-log process, one fake PBX on AMI): routes by owner, honours DND set through
     it, records every decision and the unknown caller's lead, and stops cleanly."""
     settings = Settings(database_url=store_url, rules_dir=str(SHIPPED_RULES),
                         agi=AgiConfig(host=HOST, port=0), web=WebConfig(port=0),
+                        spool=SpoolConfig(path=str(tmp_path / "spool.db")),
                         managers=(ManagerConfig(extension="101", devices=("PJSIP/101", "PJSIP/101-app")),))
     await store.upsert_clients(ivan("101"))
     async with FakeAmi([]) as ami:
@@ -536,11 +537,11 @@ async def test_decisions_are_stored_in_batches(store, store_url):
 
 def test_the_protocol_imports_alone():
     """`callrouter.agi` imports nothing eagerly: the wire format loads without the server,
-    routing, the store or the decision log."""
+    routing, the store or the decision log (callrouter.text, pure, makes values storable)."""
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-c", "import sys, callrouter.agi.protocol; "
                           "print(' '.join(sorted(m for m in sys.modules if m.startswith('callrouter'))))"],
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["callrouter", "callrouter.agi", "callrouter.agi.protocol"]
+    assert out == ["callrouter", "callrouter.agi", "callrouter.agi.protocol", "callrouter.text"]  # text: pure, stdlib

@@ -126,6 +126,7 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
     async with FakeAmi([]) as ami:
         config = tmp_path / "callrouter.toml"
         config.write_text(f'database_url = "{url}"\nrules_dir = "{RULES}"\n'
+                          f'[spool]\npath = "{tmp_path / "spool.db"}"\n'
                           f'[agi]\nhost = "127.0.0.1"\nport = {agi_port}\n[web]\nport = 0\n'
                           f'[[pbx]]\nname = "lab"\nport = {ami.port}\n'
                           f'[[managers]]\nextension = "101"\ndevices = ["Local/101@phones"]\n')
@@ -174,6 +175,7 @@ async def test_the_daemon_shows_live_calls_counts_reloads_and_stores_the_open_ca
     async with FakeAmi(frames[:first_hangup]) as ami:
         config = tmp_path / "callrouter.toml"
         config.write_text(f'database_url = "{url}"\nrules_dir = "{rules}"\n[agi]\nhost = "127.0.0.1"\nport = 0\n'
+                          f'[web]\nport = 0\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
                           f'[[pbx]]\nname = "lab"\nport = {ami.port}\n')
         daemon = Daemon(load_settings(config))
         stop = asyncio.Event()

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 
 from agisim import agi_call, route_request
-from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings
+from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings, SpoolConfig, WebConfig
 from callrouter.daemon import Daemon
 from callrouter.store import Store
 from callrouter.store.schema import ClientChange, ClientRow, Manager
@@ -71,6 +71,7 @@ async def test_import_beside_a_running_daemon(store: Store, store_url: str, tmp_
     src.write_bytes(CLIENTS)
     async with FakeAmi([]) as ami:
         settings = Settings(database_url=store_url, rules_dir=str(RULES), agi=AgiConfig(host=HOST, port=0),
+                            web=WebConfig(enabled=False), spool=SpoolConfig(path=str(tmp_path / "spool.db")),
                             managers=managers, pbx=(PbxConfig(name="office", host=HOST, port=ami.port),))
         daemon = Daemon(settings, clock=lambda: MONDAY_10, wait_for_directory=True)
         stop = asyncio.Event()

@@ -19,6 +19,7 @@ CORE = [
     "callrouter.routing.types",
     "callrouter.routing.presence",
     "callrouter.agi.protocol",
+    "callrouter.text",
 ]
 FORBIDDEN = ["asyncio", "sqlalchemy", "aiosqlite", "asyncpg", "aiohttp", "panoramisk", "aiomqtt",
              "pydantic_settings", "signal", "alembic", "yarl"]

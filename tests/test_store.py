@@ -294,7 +294,7 @@ async def test_batched_decisions_read_back_equal(store: Store) -> None:
                     trace=("owner: present",))
             for i in range(2)]
     await store.save_route_decisions(rows)
-    typed = [replace(r, linkedid=f"3.{i}") for i, r in enumerate(rows)]
+    typed = [replace(r, linkedid=f"3.{i}", uniqueid=f"3.{i}") for i, r in enumerate(rows)]
     for r in typed:
         await store.save_route_decision(r)
     t = RouteDecisionRow.__table__
@@ -302,7 +302,9 @@ async def test_batched_decisions_read_back_equal(store: Store) -> None:
         got = (await conn.execute(select(t).where(t.c.linkedid.like("2.%")).order_by(t.c.linkedid))).all()
         got_typed = (await conn.execute(select(t).where(t.c.linkedid.like("3.%")).order_by(t.c.linkedid))).all()
     assert [_saved(r) for r in got] == [decision_columns(r) for r in rows]
-    assert [_saved(r) | {"linkedid": "x"} for r in got] == [_saved(r) | {"linkedid": "x"} for r in got_typed]
+    def but_the_ids(row: Any) -> dict[str, Any]:
+        return _saved(row) | {"linkedid": "x", "uniqueid": "x", "trace": row.trace | {"uniqueid": "x"}}
+    assert [but_the_ids(r) for r in got] == [but_the_ids(r) for r in got_typed]
 
 
 async def test_a_routing_batch_stores_decisions_and_their_leads_together(store: Store) -> None:
@@ -316,3 +318,46 @@ async def test_a_routing_batch_stores_decisions_and_their_leads_together(store: 
         n = (await conn.execute(select(func.count()).select_from(RouteDecisionRow.__table__))).scalar_one()
     # no linkedid: the AGI channel's uniqueid is the call
     assert [tuple(r) for r in got] == [("+74950000001", "4.2"), ("+74950000002", "1795370004.6")] and n == 3
+
+
+async def test_a_replayed_routing_batch_is_a_no_op(store: Store) -> None:
+    """A batch resent by the decision log or replayed from the spool stores nothing twice:
+    not the decisions (their natural key: pbx, uniqueid, decided_at) nor the leads."""
+    at = datetime.fromisoformat("2026-11-22T20:51:43.125001+03:00")
+    calls = [replace(_routed(f"5.{i}", at), uniqueid=f"5.{i}") for i in range(3)]
+    calls.append(replace(_routed("5.9", at, caller="+74950000009", client_id=None, lead=True), uniqueid="5.9"))
+    again = replace(calls[0], uniqueid="5.0")  # the same answer, as a replay carries it
+    for _ in range(2):
+        await store.save_routing_batch(calls)
+    await store.save_route_decisions([again])
+    await store.save_route_decision(again)
+    # a second answer to the same channel (routed again after a failed Dial) is a new decision
+    later = replace(calls[0], decided_at=datetime.fromisoformat("2026-11-22T20:52:03.5+03:00"))
+    await store.save_routing_batch([later])
+    async with store.engine.connect() as conn:
+        keys = (await conn.execute(select(RouteDecisionRow.uniqueid, RouteDecisionRow.decided_at)
+                                   .order_by(RouteDecisionRow.id))).all()
+        leads = (await conn.execute(select(Lead.phone))).scalars().all()
+    assert [(u, d) for u, d in keys] == [(f"5.{i}", at) for i in (0, 1, 2, 9)] + [("5.0", later.decided_at)]
+    assert leads == ["+74950000009"]
+
+
+async def test_upgrade_to_0002_keys_the_decisions_stored_before_it(store_url: str) -> None:
+    """Decisions stored at least once before 0002 (a resent batch stored twice) keep one
+    row each; their uniqueid comes from the trace."""
+    from sqlalchemy import text
+
+    await upgrade(store_url, "0001")
+    engine = make_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            for _ in range(2):
+                await conn.execute(text(
+                    "INSERT INTO route_decisions (pbx, linkedid, decided_at, trace) VALUES "
+                    "('main', '1.1', '2026-11-22 17:51:43.125000', :trace)"), {"trace": '{"uniqueid": "1.1"}'})
+    finally:
+        await engine.dispose()
+    await upgrade(store_url)
+    async with Store(store_url) as s, s.engine.connect() as conn:
+        rows = (await conn.execute(select(RouteDecisionRow.pbx, RouteDecisionRow.uniqueid))).all()
+    assert [tuple(r) for r in rows] == [("main", "1.1")]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from tempfile import TemporaryDirectory
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings, WebConfig
+from callrouter.config import AgiConfig, ManagerConfig, PbxConfig, Settings, SpoolConfig, WebConfig
 from callrouter.daemon import Daemon
 from callrouter.records import CallRecord, Leg, Party, Transfer
 from callrouter.routing.decision import RouteDecision, RoutedCall
@@ -74,26 +75,28 @@ async def running_api(store_url: str) -> AsyncIterator[Api]:
     await upgrade(store_url)
     async with Store(store_url) as store:
         tokens = await seed(store)
-    async with FakeAmi([]) as ami:
-        settings = Settings(database_url=store_url, rules_dir=str(RULES),
-                            agi=AgiConfig(host=HOST, port=0, decision_log="inline"), web=WebConfig(host=HOST, port=0),
-                            pbx=(PbxConfig(name="lab", host=HOST, port=ami.port),),
-                            managers=(ManagerConfig(extension="101", devices=("PJSIP/101",)),
-                                      ManagerConfig(extension="102", devices=("PJSIP/102",))))
-        daemon = Daemon(settings, clock=lambda: MONDAY_10, wait_for_directory=True)
-        stop = asyncio.Event()
-        running = asyncio.create_task(daemon.run(stop))
-        try:
-            await asyncio.wait_for(_started(daemon, running), 20)
-            assert daemon.web is not None and daemon.agi is not None
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 10
-            while not all(p.connected for p in daemon.snapshot().pbx) and loop.time() < end:
-                await asyncio.sleep(0.02)
-            yield Api(f"http://{HOST}:{daemon.web.port}", daemon, daemon.agi.port, tokens)
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, 20)
+    with TemporaryDirectory() as spool_dir:
+        async with FakeAmi([]) as ami:
+            settings = Settings(database_url=store_url, rules_dir=str(RULES),
+                                agi=AgiConfig(host=HOST, port=0, decision_log="inline"), web=WebConfig(host=HOST, port=0),
+                                spool=SpoolConfig(path=f"{spool_dir}/spool.db"),
+                                pbx=(PbxConfig(name="lab", host=HOST, port=ami.port),),
+                                managers=(ManagerConfig(extension="101", devices=("PJSIP/101",)),
+                                          ManagerConfig(extension="102", devices=("PJSIP/102",))))
+            daemon = Daemon(settings, clock=lambda: MONDAY_10, wait_for_directory=True)
+            stop = asyncio.Event()
+            running = asyncio.create_task(daemon.run(stop))
+            try:
+                await asyncio.wait_for(_started(daemon, running), 20)
+                assert daemon.web is not None and daemon.agi is not None
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 10
+                while not all(p.connected for p in daemon.snapshot().pbx) and loop.time() < end:
+                    await asyncio.sleep(0.02)
+                yield Api(f"http://{HOST}:{daemon.web.port}", daemon, daemon.agi.port, tokens)
+            finally:
+                stop.set()
+                await asyncio.wait_for(running, 20)
 
 
 async def _started(daemon: Daemon, running: asyncio.Task) -> None:

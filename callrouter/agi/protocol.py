@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from callrouter.text import storable
+
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_LINES = 200
 
@@ -96,7 +98,8 @@ def header_end(buf: bytes | bytearray, start: int = 0) -> tuple[int, int] | None
 
 def parse_block(block: bytes | bytearray) -> AgiRequest:
     """The header block (without its blank line) -> AgiRequest, or BadRequest."""
-    text = bytes(block).decode("utf-8", "replace")
+    # invalid UTF-8 replaced here; NUL and the length by callrouter.text: every value storable
+    text = storable(bytes(block).decode("utf-8", "replace"), MAX_HEADER_BYTES)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     if "\n\n" in text or text[:1] == "\n" or text[-1:] == "\n":

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from callrouter.text import storable
+
 # Newstate's ChannelState numbers, for PBXs/captures that omit ChannelStateDesc.
 _STATE_NAMES = {
     "0": "Down", "1": "Rsrvd", "2": "OffHook", "3": "Dialing", "4": "Ring",
@@ -331,8 +333,7 @@ class _Headers:
             if v is None:
                 v = ""
             v = str(v)
-            if len(v) > MAX_HEADER_VALUE:
-                v = v[:MAX_HEADER_VALUE]
+            v = storable(v, MAX_HEADER_VALUE)  # NUL, lone surrogates, length: see callrouter.text
             h[str(k).strip().lower()] = v.strip()
         self._h = h
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from callrouter.records import CallRecord
@@ -40,10 +40,13 @@ class QueuedReporter:
     name = "reporter"
     policy = WritePolicy(batch=100, attempts=1)
 
-    def __init__(self, *, maxsize: int = 10_000, policy: WritePolicy | None = None):
+    def __init__(self, *, maxsize: int = 10_000, policy: WritePolicy | None = None,
+                 on_dead: Callable[[Fact, Exception], Awaitable[object]] | None = None,
+                 backlog: Callable[[], bool] | None = None):
+        # on_dead, backlog: the write policy's split/dead-letter and spool hooks (store.writer)
         self._writer: BatchWriter[Fact] = BatchWriter(self.handle, policy or self.policy, what=self.name,
-                                                      maxsize=maxsize, on_failed=self.failed,
-                                                      describe=_describe)
+                                                      maxsize=maxsize, on_failed=self.failed, on_dead=on_dead,
+                                                      backlog=backlog, describe=_describe)
 
     # ---------------------------------------------------------------- the call log's side
     def wants(self, fact: Fact) -> bool:
@@ -86,8 +89,10 @@ class QueuedReporter:
                 self._writer.stats["errors"] += 1
                 log.exception("%s failed on %s", self.name, type(fact).__name__)
 
-    def failed(self, facts: Sequence[Fact], error: Exception) -> None:
-        """Facts given up (queue full, retries spent, closed): already counted and logged."""
+    def failed(self, facts: Sequence[Fact], error: Exception) -> Awaitable[object] | None:
+        """Facts given up (queue full, retries spent, closed): already counted and logged.
+        May return an awaitable (the store writer's spool): the writer awaits it."""
+        return None
 
     # ---------------------------------------------------------------- lifecycle
     async def run(self) -> None:

@@ -1,5 +1,6 @@
 """The `callrouter` command: every subcommand lives in this package, one module a room
-(calllog: replay; daemon: run; db: upgrade; routing: rules, route; users: API tokens)."""
+(calllog: replay; crm: import; daemon: run; db: upgrade; deadletters: list; routing: rules, route;
+users: API tokens)."""
 from __future__ import annotations
 
 import logging
@@ -23,6 +24,6 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-from . import calllog, crm, daemon, db, routing, users  # noqa: E402  - each registers its commands on `main`
+from . import calllog, crm, daemon, db, deadletters, routing, users  # noqa: E402  - each registers its commands on `main`
 
-__all__ = ["calllog", "crm", "daemon", "db", "main", "routing", "users"]
+__all__ = ["calllog", "crm", "daemon", "db", "deadletters", "main", "routing", "users"]

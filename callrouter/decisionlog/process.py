@@ -13,11 +13,20 @@ they created), and acknowledges each batch.
 - `submit` never blocks and never waits for the database. At most `maxsize` decisions
   are held (queued or unacknowledged); past that a decision is dropped, counted and
   logged (throttled) - memory stays bounded when the database is down.
-- A decision leaves memory only when the child acknowledges its batch: stored, or
-  given up after `policy.attempts` (counted as failed, logged). If the child dies it is
-  started again (backoff from `restart_delay`, doubling up to 30 s) and the
-  unacknowledged decisions are sent again, so a decision is stored at least once (a
-  crash between a commit and its acknowledgement stores that batch twice).
+- A decision leaves memory only when the child acknowledges its batch: stored; or
+  refused by the database alone (after its batch was refused and split) and kept as a
+  dead letter; or, with a spool, given up after `policy.attempts` and written to the
+  spool by the child (durable when acknowledged: the daemon's drain replays it); or,
+  without a spool or when the spool is full, given up (counted as failed, logged). If
+  the child dies it is started again (backoff from `restart_delay`, doubling up to 30 s)
+  and the unacknowledged decisions are sent again. A decision may so reach the store
+  twice (a crash between a commit and its acknowledgement), and the store keeps it once:
+  decisions are inserted ON CONFLICT DO NOTHING on (pbx, uniqueid, decided_at).
+- With a spool, nothing held is lost at shutdown either: what is still queued or
+  unacknowledged when `close()` runs out of time (the child killed if it has not
+  exited) is written to the spool by the daemon; what the child already stored or
+  spooled is then stored once, by the same key. A decision past `maxsize` goes to the
+  spool instead of being dropped.
 - `run()` is the supervisor (start the child, read its acknowledgements, restart it);
   the caller's TaskGroup owns it. `flush()` waits until everything submitted is
   acknowledged; `close()` flushes within a timeout, then closes the pipe, the child
@@ -31,8 +40,9 @@ then frames: 4-byte big-endian length + pickle of a `RoutedCall` (its `__reduce_
 pickles plain values: ~3 µs a call, where its fields pickled as objects cost ~12). A frame
 larger than MAX_FRAME_BYTES is refused by `submit` and skipped by the child.
 Child -> daemon, on its own file descriptor (the child's stdout; anything the child
-prints goes to stderr): one line per batch, `<frames> <stored> <failed> <leads>`. The
-pipe is private to the two processes; nothing else can write to it.
+prints goes to stderr): lines `<frames> <stored> <failed> <leads> <spooled> <dead>`,
+covering every frame once, in order. The pipe is private to the two processes; nothing
+else can write to it.
 """
 from __future__ import annotations
 
@@ -46,11 +56,13 @@ import signal
 import struct
 import sys
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 from callrouter.decisionlog.policy import POLICY
 from callrouter.logthrottle import throttled
 from callrouter.routing.decision import RoutedCall
+from callrouter.store.spool import DECISION, Spool
 from callrouter.store.writer import WritePolicy
 
 log = logging.getLogger(__name__)
@@ -58,18 +70,24 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct("!I")
 MAX_FRAME_BYTES = 1 << 20  # a decision is ~1 KB; anything near this is a bug, not data
 MAX_RESTART_DELAY = 30.0
+CHILD_CLOSE_TIMEOUT = 3.0  # s: the child's writer, at end of input, stores or spools within this
 
 
 class DecisionLogProcess:
     """A `Recorder` for `FastAgiServer` that stores decisions from a child process."""
 
     def __init__(self, database_url: str, *, maxsize: int = 10_000, linger: float = 0.1,
-                 policy: WritePolicy = POLICY, restart_delay: float = 1.0, log_level: str | None = None):
+                 policy: WritePolicy = POLICY, restart_delay: float = 1.0, log_level: str | None = None,
+                 spool: Spool | None = None):
         self._url = database_url
+        self._spool = spool
+        self._spill: list[bytes] = []             # past maxsize, on their way to the spool
+        self._spilling: asyncio.Task | None = None
         self._maxsize = maxsize
         self._linger = linger  # the pipe's window: one write per `linger` s, not one per call
         self._config = {"policy": dataclasses.asdict(policy),
-                        "log_level": log_level or logging.getLevelName(logging.getLogger().getEffectiveLevel())}
+                        "log_level": log_level or logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+                        "spool": None if spool is None else {"path": str(spool.path), "max_bytes": spool.max_bytes}}
         self._restart_delay = restart_delay
         self._queued: list[bytes] = []            # frames not yet written to the pipe
         self._unacked: deque[bytes] = deque()    # written, waiting for the child's acknowledgement
@@ -90,7 +108,8 @@ class DecisionLogProcess:
             throttled(log, "decision-log-closed", logging.ERROR, "route decision log is closed: decision "
                       "for %s not stored", call.linkedid)
             return False
-        if len(self._queued) + len(self._unacked) >= self._maxsize:
+        full = len(self._queued) + len(self._unacked) >= self._maxsize
+        if full and self._spool is None:
             self.stats["dropped"] += 1
             throttled(log, "decision-log-full", logging.ERROR, "route decision log is full (%d held): "
                       "decision for %s not stored", self._maxsize, call.linkedid)
@@ -105,6 +124,13 @@ class DecisionLogProcess:
             self.stats["decision-failed"] += 1
             log.error("route decision for %s is %d bytes: not stored", call.linkedid, len(payload))
             return False
+        if full:  # the child is behind (a hung database): straight to the spool
+            throttled(log, "decision-log-full", logging.WARNING, "route decision log is full (%d held): "
+                      "decisions go to the spool", self._maxsize)
+            self._spill.append(payload)
+            if self._spilling is None or self._spilling.done():
+                self._spilling = asyncio.get_running_loop().create_task(self._spill_out())
+            return True
         self._queued.append(_LENGTH.pack(len(payload)) + payload)
         self._idle.clear()
         if self._timer is None and self._stdin is not None:
@@ -115,8 +141,18 @@ class DecisionLogProcess:
 
     @property
     def pending(self) -> int:
-        """Decisions submitted and not yet acknowledged by the child."""
-        return len(self._queued) + len(self._unacked)
+        """Decisions submitted and not yet acknowledged by the child (or spooled)."""
+        return len(self._queued) + len(self._unacked) + len(self._spill)
+
+    async def _spill_out(self) -> None:
+        assert self._spool is not None
+        while self._spill:
+            payloads, self._spill = self._spill, []
+            n = await self._spool.aput(DECISION, payloads)
+            self.stats["spooled"] += n
+            self.stats["dropped"] += len(payloads) - n
+        if not self._queued and not self._unacked:
+            self._idle.set()
 
     async def flush(self) -> None:
         """Send what is queued now and wait until nothing is pending: every decision
@@ -125,37 +161,63 @@ class DecisionLogProcess:
         await self._idle.wait()
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Flush within `timeout` (a child that dies meanwhile is restarted), then close
-        the pipe: the child stores what it has and exits (killed if it has not within
-        `timeout`), and `run()` returns."""
+        """Within `timeout` in all: flush (a child that dies meanwhile is restarted), then
+        close the pipe: the child stores (or spools) what it has and exits, killed if it
+        has not by the deadline; what is still unacknowledged then goes to the spool
+        (without one: counted as failed and logged), and `run()` returns."""
         if self._closing.is_set():
             return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+
+        def left() -> float:
+            return max(0.0, end - loop.time())
+
         if self._running:
             try:
-                await asyncio.wait_for(self.flush(), timeout)
+                # the child gets the rest of the time to finish once its input ends
+                await asyncio.wait_for(self.flush(), max(0.0, timeout - CHILD_CLOSE_TIMEOUT - 1.0))
             except TimeoutError:
                 pass
-        if self.pending:
-            log.warning("route decision log: %d decisions not stored at shutdown", self.pending)
         self._closing.set()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         proc = self._proc
         if self._stdin is not None:
+            self._send()
             self._stdin.close()  # end of input: the child finishes and exits
             self._stdin = None
         if proc is not None:
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                await asyncio.wait_for(proc.wait(), max(0.0, left() - 0.5))
             except TimeoutError:
                 log.warning("route decision log process did not exit; killing it")
                 proc.kill()
         if self._running:
             try:
-                await asyncio.wait_for(self._ended.wait(), timeout)
+                await asyncio.wait_for(self._ended.wait(), max(0.5, left()))
             except TimeoutError:
                 log.warning("route decision log: the supervisor did not end")
+        if self._spilling is not None:
+            await asyncio.wait((self._spilling,), timeout=max(0.5, left()))
+        await self._spool_leftovers()
+
+    async def _spool_leftovers(self) -> None:
+        frames = list(self._unacked) + self._queued + [_LENGTH.pack(len(p)) + p for p in self._spill]
+        self._unacked.clear()
+        self._queued, self._spill = [], []
+        if not frames:
+            return
+        if self._spool is None:
+            self.stats["decision-failed"] += len(frames)
+            log.error("route decision log: %d decision(s) not stored at shutdown", len(frames))
+            return
+        n = await self._spool.aput(DECISION, [f[_LENGTH.size:] for f in frames])
+        self.stats["spooled"] += n
+        self.stats["decision-failed"] += len(frames) - n
+        log.warning("route decision log: %d decision(s) not acknowledged at shutdown written to the spool "
+                    "(stored once, whatever the child did with them)", n)
 
     def _send(self) -> None:
         if self._timer is not None:
@@ -169,7 +231,7 @@ class DecisionLogProcess:
 
     def _acknowledged(self, line: bytes) -> None:
         try:
-            count, stored, failed, leads = (int(x) for x in line.split())
+            count, stored, failed, leads, spooled, dead = (int(x) for x in line.split())
         except ValueError:
             log.error("route decision log process said %r", line[:200])
             return
@@ -178,7 +240,9 @@ class DecisionLogProcess:
         self.stats["decisions"] += stored
         self.stats["decision-failed"] += failed
         self.stats["leads"] += leads
-        if not self._queued and not self._unacked:
+        self.stats["spooled"] += spooled
+        self.stats["dead"] += dead
+        if not self._queued and not self._unacked and not self._spill:
             self._idle.set()
 
     async def run(self) -> None:
@@ -288,7 +352,8 @@ def _decode(frame: bytes) -> RoutedCall | None:
 
 
 async def _child(ack: Any) -> int:
-    from callrouter.store import Store
+    from callrouter.store import SchemaNotCurrent, Store
+    from callrouter.store.spool import decision_dead_letter, encode_decision
     from callrouter.store.writer import BatchWriter
 
     loop = asyncio.get_running_loop()
@@ -298,24 +363,54 @@ async def _child(ack: Any) -> int:
     logging.basicConfig(level=config.get("log_level", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s callrouter.decisionlog: %(message)s")
     policy = WritePolicy(**config["policy"])
+    spool = None if config.get("spool") is None else Spool(config["spool"]["path"], config["spool"]["max_bytes"])
 
-    async with Store(config["database_url"]) as store:
+    store = Store(config["database_url"])
+    opened = False
+
+    async def open_store() -> None:
+        # Opened on first use, and again after a failure: a child started while the
+        # database is down (a restart during an outage) must still take decisions and
+        # spool them. Only a database without our schema ends the child (SchemaNotCurrent).
+        nonlocal opened
+        if not opened:
+            await store.__aenter__()
+            opened = True
+
+    try:
+        await open_store()
+    except SchemaNotCurrent:
+        raise
+    except Exception as e:  # noqa: BLE001 - the writer's policy (retries, the spool) takes it from here
+        log.warning("the database is not reachable (%s: %s); decisions wait in the spool", type(e).__name__, e)
+    try:
         async def save(batch: list[RoutedCall | None]) -> None:
             calls = [c for c in batch if c is not None]
             if calls:
+                await open_store()
                 await store.save_routing_batch(calls)
 
+        # every frame is acknowledged once, in the order it came: stored (an unreadable
+        # frame: failed), a dead letter, spooled, or failed
         def written(batch: list[RoutedCall | None], ok: bool) -> None:
-            # every frame is acknowledged, in the order it came: stored, or failed
             calls = [c for c in batch if c is not None]
-            if ok:
-                leads = sum(1 for c in calls if c.lead() is not None)
-                ack.write(f"{len(batch)} {len(calls)} {len(batch) - len(calls)} {leads}\n".encode())
-            else:
-                ack.write(f"{len(batch)} 0 {len(batch)} 0\n".encode())
+            leads = sum(1 for c in calls if c.lead() is not None)
+            ack.write(f"{len(batch)} {len(calls)} {len(batch) - len(calls)} {leads} 0 0\n".encode())
+
+        async def failed(batch: Sequence[RoutedCall | None], error: Exception) -> None:
+            calls = [c for c in batch if c is not None]
+            n = 0 if spool is None else await spool.aput(DECISION, [encode_decision(c) for c in calls])
+            ack.write(f"{len(batch)} 0 {len(batch) - n} 0 {n} 0\n".encode())
+
+        async def dead(call: RoutedCall | None, error: Exception) -> None:
+            assert call is not None
+            await open_store()
+            await store.save_dead_letters([decision_dead_letter(call, error)])
+            ack.write(b"1 0 0 0 0 1\n")
 
         writer: BatchWriter[RoutedCall | None] = BatchWriter(
-            save, policy, what="route decision", on_written=written,
+            save, policy, what="route decision", on_written=written, on_failed=failed, on_dead=dead,
+            backlog=None if spool is None else (lambda: spool.has(DECISION)),
             describe=lambda c: f"decision for {c.linkedid}" if c is not None else "an unreadable frame")
         buf = bytearray()
         state = {"skip": 0}
@@ -328,7 +423,12 @@ async def _child(ack: Any) -> int:
                     await writer.put(_decode(frame))  # a full queue stops reading: the pipe fills
                 for _ in range(skipped):
                     await writer.put(None)
-            await writer.close()  # end of input: store what is queued, then run() returns
+            # end of input: store (or spool) what is queued, then run() returns
+            await writer.close(CHILD_CLOSE_TIMEOUT)
+    finally:
+        await store.close()
+        if spool is not None:
+            spool.close()
     return 0 if not buf else 3  # a partial frame at the end: the daemon died mid-write
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._upsert import BulkUpsert, insert_for
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
     from callrouter.routing.decision import RoutedCall
 
 _decisions = RouteDecisionRow.__table__
-_DECISION_COLUMNS = ("pbx", "linkedid", "decided_at", "caller_raw", "caller_number", "client_id", "rule",
+_DECISION_COLUMNS = ("pbx", "linkedid", "uniqueid", "decided_at", "caller_raw", "caller_number", "client_id", "rule",
                      "reason", "dial", "timeout", "fallback", "latency_ms", "trace")
 _leads = Lead.__table__
 
@@ -28,16 +27,25 @@ _leads = Lead.__table__
 def decision_columns(call: RoutedCall) -> dict[str, Any]:
     """The `route_decisions` row of one routing answer."""
     d = call.decision
-    return {"pbx": call.pbx, "linkedid": call.call_id() or "unknown", "decided_at": call.decided_at,
+    return {"pbx": call.pbx, "linkedid": call.call_id() or "unknown", "uniqueid": call.uniqueid,
+            "decided_at": call.decided_at,
             "caller_raw": call.caller_raw, "caller_number": d.caller, "client_id": d.client_id,
             "rule": d.rule or None, "reason": d.reason, "dial": d.dial, "timeout": d.timeout,
             "fallback": d.fallback or None, "latency_ms": round(call.latency_ms, 3), "trace": call.trace()}
 
 
-async def save_route_decision(conn: AsyncConnection, call: RoutedCall) -> None:
-    await conn.execute(insert(_decisions).values(**decision_columns(call)))
+# One answer's natural key (migration 0002): a replayed decision is a no-op.
+DECISION_KEY = ("pbx", "uniqueid", "decided_at")
 
-_bulk_decisions = BulkUpsert(_decisions, _DECISION_COLUMNS)
+
+def _insert_decisions(conn: AsyncConnection) -> Any:
+    return insert_for(conn.dialect, _decisions).on_conflict_do_nothing(index_elements=list(DECISION_KEY))
+
+
+async def save_route_decision(conn: AsyncConnection, call: RoutedCall) -> None:
+    await conn.execute(_insert_decisions(conn).values(**decision_columns(call)))
+
+_bulk_decisions = BulkUpsert(_decisions, _DECISION_COLUMNS, conflict=DECISION_KEY)
 
 
 def _sqlite_utc(dt: datetime) -> str:
@@ -49,17 +57,19 @@ async def save_route_decisions(conn: AsyncConnection, calls: Sequence[RoutedCall
     """Many decisions in one statement: the FastAGI decision log writes every call's
     decision, so per-row cost matters. On SQLite the rows go to the driver's own
     executemany as plain tuples (SQLAlchemy's per-row parameter processing cost more than
-    SQLite's work); PostgreSQL keeps the typed path."""
+    SQLite's work); PostgreSQL keeps the typed path. Both are ON CONFLICT DO NOTHING on
+    the decision's natural key: storing a decision again (a resent or replayed batch)
+    changes nothing."""
     if not calls:
         return
     if conn.dialect.name != "sqlite":
-        await conn.execute(insert(_decisions), [decision_columns(c) for c in calls])
+        await conn.execute(_insert_decisions(conn), [decision_columns(c) for c in calls])
         return
     dumps = json.dumps
     rows = []
     for c in calls:
         d = c.decision
-        rows.append((c.pbx, c.linkedid or c.uniqueid or "unknown", _sqlite_utc(c.decided_at), c.caller_raw,
+        rows.append((c.pbx, c.linkedid or c.uniqueid or "unknown", c.uniqueid, _sqlite_utc(c.decided_at), c.caller_raw,
                      d.caller, d.client_id, d.rule or None, d.reason, d.dial, d.timeout, d.fallback or None,
                      round(c.latency_ms, 3), dumps(c.trace())))
     await _bulk_decisions.run(conn, rows)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Text,
     UniqueConstraint,
     false,
     func,
@@ -180,11 +181,16 @@ class RouteDecisionRow(Base):
     """One FastAGI routing answer (`callrouter.routing.decision.RoutedCall`, mapped by
     `store.routing`), with the trace of the rules that produced it."""
     __tablename__ = "route_decisions"
-    __table_args__ = (Index(None, "pbx", "linkedid"),)
+    # one FastAGI answer: the channel that ran AGI() and when it was answered (migration
+    # 0002 says why); inserts are ON CONFLICT DO NOTHING on it, so a replay is a no-op
+    __table_args__ = (Index(None, "pbx", "linkedid"),
+                      Index("uq_route_decisions_pbx_uniqueid_decided_at", "pbx", "uniqueid", "decided_at",
+                            unique=True))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     pbx: Mapped[str] = mapped_column(String)
     linkedid: Mapped[str] = mapped_column(String)
+    uniqueid: Mapped[str] = mapped_column(String, server_default="")
     decided_at: Mapped[datetime]
     caller_raw: Mapped[str | None] = mapped_column(String)
     caller_number: Mapped[str | None] = mapped_column(String)
@@ -224,6 +230,18 @@ class ApiUser(Base):
     token_hash: Mapped[str] = mapped_column(String)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None]
+class DeadLetter(Base):
+    """An item the database refused twice (in its batch, then alone): kept with the error
+    for an admin (`callrouter deadletters list`). `payload` is the item as ASCII-only JSON,
+    so the value that was refused (a NUL, a lone surrogate) can be stored here."""
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String)      # record | decision
+    key: Mapped[str] = mapped_column(String)       # pbx/call_id, pbx/uniqueid@decided_at
+    error: Mapped[str] = mapped_column(String)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 metadata = Base.metadata

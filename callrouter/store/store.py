@@ -1,6 +1,8 @@
 """`Store`: the one object the rest of the daemon talks to for persistence."""
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -11,10 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callrouter.config import ManagerConfig
 from callrouter.records import CallRecord
 
-from . import calls, clients, managers, queries, routing, users
+from . import calls, clients, deadletters, managers, queries, routing, users
 from .clients import Client
+from .deadletters import DeadLetter
 from .engine import DEFAULT_STATEMENT_TIMEOUT, make_engine
 from .migrate import check_revision
+
+CLOSE_TIMEOUT = 2.0  # s
 
 if TYPE_CHECKING:
     from callrouter.routing.decision import RoutedCall
@@ -48,10 +53,16 @@ class Store:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close the pool's connections, within `timeout`: a connection to a database that
+        stopped answering (a black-holed network) must not hold a shutdown."""
         if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+            engine, self._engine = self._engine, None
+            try:
+                await asyncio.wait_for(engine.dispose(), timeout)
+            except TimeoutError:
+                logging.getLogger(__name__).warning("the database did not close its connections within %.0f s; "
+                                                    "leaving them", timeout)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -191,3 +202,11 @@ class Store:
         """One round trip to the database (health checks)."""
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+    # what the database refused twice (callrouter.store.writer splits, then dead-letters)
+    async def save_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        async with self.engine.begin() as conn:
+            await deadletters.save_dead_letters(conn, letters)
+
+    async def dead_letters(self, limit: int = 100, kind: str | None = None) -> list[DeadLetter]:
+        async with self.engine.connect() as conn:
+            return await deadletters.list_dead_letters(conn, limit, kind)

@@ -299,6 +299,44 @@ def test_hangup_by_from_requests_or_bridge_leave_order(p, n, who):
     assert r.hangup_by == who
 
 
+def test_a_soft_request_on_our_side_is_asterisk_or_nobody_never_the_agent(n):
+    """A SoftHangupRequest is Asterisk ending a channel (main/channel.c ast_softhangup, published
+    by manager_channels.c), not the phone's owner. On the agent's own phone channel first (an AMI
+    Hangup action, a Dial L() limit) it names nobody; on the channel running the dialplan (the
+    manager's phone on a click-to-dial call) it is `system`."""
+    p = Pbx()
+    trunk = inbound(p, n)
+    phone = dial(p, trunk, n.phones[0], n.shows[0])
+    answer(p, trunk, phone, "b1")
+    p.tick(5)
+    p.hangup_request(phone, soft=True)
+    p.unbridge("b1", phone)
+    p.hangup(phone)
+    p.unbridge("b1", trunk)
+    p.hangup_request(trunk, soft=True)
+    p.hangup(trunk)
+    [r] = records(p)
+    assert (r.outcome, r.answered_by, r.hangup_by) == ("answered", n.names[0], None)
+
+    p = Pbx()
+    phone = originate(p, n)
+    p.answer(phone)
+    p.dial_end(None, phone, "ANSWER")
+    phone.exten = "89161234567"
+    client = p.channel(n.trunk, linked_to=phone)
+    p.dial_begin(phone, client, "89161234567@provider")
+    answer(p, phone, client, "b1")
+    p.tick(30)
+    p.hangup_request(phone, soft=True)
+    p.unbridge("b1", phone)
+    p.hangup(phone)
+    p.unbridge("b1", client)
+    p.hangup_request(client, soft=True)
+    p.hangup(client)
+    [r] = records(p)
+    assert (r.direction, r.outcome, r.hangup_by) == ("out", "answered", "system")
+
+
 def test_hangup_by_is_null_when_the_evidence_does_not_decide(n):
     """No requests, and the side that left first did not clear normally (cause 127,
     interworking: a network failure, causes.h): nobody is named."""

@@ -388,7 +388,7 @@ def _answered_hangup_by(v: _View, cs: Signal | None, ag: Signal | None, caller_f
         # (main/channel.c ast_softhangup; manager_channels.c publishes both)
         if caller_first:
             return "caller" if _by_outside(v, cs, caller_side, direction) else "system"
-        return "agent" if ag is not None else None
+        return _by_agent(v, ag, agent_side) if ag is not None else None
     # No hangup requests in the stream: the side that left the bridge (or hung up) first ended
     # the call (bridge_channel.c: the hung-up channel leaves, then the basic bridge dissolves and
     # kicks the peer), when its cause is normal clearing (16, main/channel.c / causes.h).
@@ -473,6 +473,23 @@ def _pbx_gave_up(v: _View, legs: list[LegState], sig: Signal) -> bool:
         if c is not None and c.queue and (c.queue_left_seq is None or c.queue_left_seq > sig.seq):
             return False
     return True
+
+
+def _by_agent(v: _View, sig: Signal, side: set[str]) -> str | None:
+    """Who ended the call with this first signal on our side: the agent's own phone (a
+    HangupRequest), Asterisk (a soft request on the channel running the dialplan, as on a
+    click-to-dial call), or - a soft request on the agent's phone channel itself (an AMI
+    Hangup, a Dial L() limit) - not the agent, and not known who."""
+    if not sig.soft:
+        return "agent"  # its own HangupRequest (or a bare Hangup with none before it)
+    owner = next((u for u in side if u in v.ch and v.ch[u].first_signal is sig), None)
+    if owner is None:
+        return None
+    if owner == v.dialplan.uniqueid:
+        return "system"
+    if v.ch[owner].name.startswith("Local/"):
+        return "agent"  # the soft request a Local half gets when the phone behind it hung up
+    return None
 
 
 def _by_outside(v: _View, sig: Signal, side: set[str], direction: str) -> bool:

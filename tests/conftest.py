@@ -25,6 +25,10 @@ from callrouter.store import Store, upgrade
 
 PG_URL_ENV = "CALLROUTER_TEST_PG_URL"
 
+# Hypothesis (and schemathesis on it) keep their files out of the checkout
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      os.path.join(os.environ.get("TMPDIR", "/tmp"), f"callrouter-hypothesis-{os.getuid()}"))
+
 T = TypeVar("T")
 
 

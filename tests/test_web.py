@@ -37,7 +37,7 @@ async def test_no_token_is_401_everywhere_but_health(api: Api, http) -> None:
         assert r.status == 401
     async with http.get(api.url + "/health") as r:
         assert r.status == 200
-        assert await r.json() == {"status": "ok", "database": True, "pbx": {"lab": True}}
+        assert await r.json() == {"status": "ok", "database": True, "pbx": {"lab": True}, "spool_depth": 0}
 
 
 async def test_a_revoked_token_is_401(api: Api, http) -> None:
@@ -207,6 +207,20 @@ async def test_bulk_upsert_takes_the_import_csv_format_all_or_nothing(api: Api, 
     assert await api.daemon.store.get_clients(["csv-3"]) == {}
 
 
+async def test_a_manager_without_an_extension_sees_nothing(api: Api, http) -> None:
+    for path in ("/api/calls", "/api/clients", "/api/clients/c-ann"):
+        async with http.get(api.url + path, headers=api.auth("nix")) as r:
+            assert r.status == 403, path
+            assert "no extension" in (await r.json())["error"]
+
+
+async def test_a_csv_body_in_an_unknown_or_binary_charset_is_400_not_500(api: Api, http) -> None:
+    for charset in ("nonexistent", "zlib_codec", "utf-16"):
+        headers = {**api.auth("sue"), "Content-Type": f"text/csv; charset={charset}"}
+        async with http.post(api.url + "/api/clients/bulk", data=b"id,name\nx-1,X\n", headers=headers) as r:
+            assert r.status == 400, (charset, await r.text())
+
+
 # ------------------------------------------------------------------ managers
 
 async def test_managers_list_upsert_and_dnd_reach_presence(api: Api, http) -> None:
@@ -278,6 +292,7 @@ async def test_metrics_count_events_calls_decisions_and_route_latency(api: Api, 
     assert float(lines['callrouter_reporter_queue_depth{reporter="call record"}']) == 0.0
     assert float(lines['callrouter_decisions_total{result="dropped"}']) == 0.0
     assert float(lines["callrouter_decision_log_pending"]) + float(lines['callrouter_decisions_total{result="stored"}']) == 1.0
+    assert float(lines["callrouter_spool_items"]) == 0.0
 
 
 async def test_the_document_and_the_docs_page_are_served_locally(api: Api, http) -> None:

@@ -23,7 +23,8 @@ RULES = Path(__file__).parent.parent / "rules"
 MONDAY_10 = datetime.fromisoformat("2026-11-23T10:00:00+03:00")
 HOST = "127.0.0.1"
 USERS = {"ann": ("manager", "101"), "bob": ("manager", "102"), "sue": ("supervisor", None),
-         "adam": ("admin", None), "rex": ("supervisor", None)}
+         "adam": ("admin", None), "rex": ("supervisor", None),
+         "nix": ("manager", None)}  # a manager row made around the CLI, without an extension
 
 
 def call(call_id: str, agent: str, client_id: str, minutes: int, *, transfers=()) -> CallRecord:

@@ -103,8 +103,9 @@ class Store:
             return await managers.dnd_extensions(conn)
 
     # clients
-    async def upsert_clients(self, items: Iterable[Client]) -> int:
-        return await clients.upsert_clients(self.engine, items)
+    async def upsert_clients(self, items: Iterable[Client], chunk_size: int = clients.UPSERT_CHUNK) -> int:
+        """One transaction per `chunk_size` clients (the API passes its whole body)."""
+        return await clients.upsert_clients(self.engine, items, chunk_size)
 
     async def clients_by_phone(self, e164: str) -> list[Client]:
         async with self.engine.connect() as conn:

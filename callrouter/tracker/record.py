@@ -87,7 +87,7 @@ def dialed_number(leg: LegState, dest: ChannelState | None, region: str) -> str 
 
 
 def party_name(ch: ChannelState, devices: DeviceMap, foreign: set[str], region: str = "") -> str | None:
-    """Who a channel is, on any device naming (DESIGN.md, call record): the configured
+    """Who a channel is, on any device naming (docs/design.md, call record): the configured
     manager of its device; else its own caller ID number (app_dial.c "Determine CallerID to
     store in outgoing channel": the driver's preset one, e.g. chan_sip's peer callerid `202`,
     or the dialplan exten Dial ran; NewCallerid updates it) unless that number is another

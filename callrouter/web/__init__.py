@@ -1,6 +1,6 @@
 """The REST API inside the daemon (aiohttp): the CRM's way in.
 
-    server = WebServer(daemon, settings.web)
+    server = WebServer(daemon)          # its settings: daemon.settings.web
     await server.start()      # bound and serving (Daemon.run)
     await server.close()      # stops accepting, finishes requests in flight (Daemon._stop)
 

@@ -83,9 +83,14 @@ class Ctx:
 
     @property
     def own_extension(self) -> str | None:
-        """A manager's extension: what they may see is limited to it; None for staff."""
+        """A manager's extension: what they may see is limited to it; None for staff. A
+        manager without one (a row made around the CLI) may see nothing: 403."""
         p = self.principal
-        return p.user.extension if p is not None and p.user.role == "manager" else None
+        if p is None or p.user.role != "manager":
+            return None
+        if not p.user.extension:
+            raise ApiError(403, f"manager {p.user.name!r} has no extension: nothing to show")
+        return p.user.extension
 
 
 Handler = Callable[[web.Request, Ctx], Awaitable[Any]]

@@ -7,6 +7,7 @@ the next call from a changed client is routed by its new data.
 from __future__ import annotations
 
 import base64
+import codecs
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from callrouter.store.clients import Client
 
 from .app import STAFF, ApiError, Ctx, FieldError, Route, not_found, read_body, read_json, read_query
 from .csvout import CLIENT_COLUMNS, csv_response, wants_csv
-from .models import BulkClientsIn, BulkOut, ClientPage, ClientPut, ClientQuery
+from .models import MAX_BULK, BulkClientsIn, BulkOut, ClientPage, ClientPut, ClientQuery
 
 
 class UnknownOwner(ApiError):
@@ -42,7 +43,8 @@ async def apply_clients(daemon: Any, items: Sequence[ClientIn], field_prefix: st
     if bad:
         i, ext = next(iter(bad.items()))
         raise UnknownOwner(f"{field_prefix}.{i}.owner_extension" if field_prefix else "owner_extension", ext)
-    written = await daemon.store.upsert_clients(c.to_client() for c in items)
+    # one transaction for the whole body: all or none, as documented
+    written = await daemon.store.upsert_clients([c.to_client() for c in items], chunk_size=max(1, len(items)))
     await daemon.clients_changed(list(dict.fromkeys(c.id for c in items)))
     return written
 
@@ -56,16 +58,24 @@ async def _csv_clients(request: web.Request, ctx: Ctx) -> list[ClientIn]:
     """The import's CSV format (`callrouter.crm.csvimport`); one bad row refuses the body,
     every bad row named (row as a spreadsheet numbers it, column, reason)."""
     body = await request.read()
+    encoding = request.charset or "utf-8"
+    try:
+        if not codecs.lookup(encoding)._is_text_encoding:
+            raise LookupError(encoding)
+    except LookupError:
+        raise ApiError(400, f"charset {encoding!r} is not a text encoding Python knows", field="charset") from None
     items: list[ClientIn] = []
     errors: list[FieldError] = []
     try:
-        for item in read_clients(body, region=ctx.region, encoding=request.charset or "utf-8"):
+        for item in read_clients(body, region=ctx.region, encoding=encoding):
+            if len(items) + len(errors) >= MAX_BULK:
+                raise ApiError(413, f"more than {MAX_BULK} rows: use `callrouter import clients` for big files")
             if isinstance(item, RowError):
                 errors.append(FieldError(field=f"row {item.row}" + (f": {item.field}" if item.field else ""),
                                          message=item.reason))
             else:
                 items.append(item)
-    except CsvFormatError as e:
+    except (CsvFormatError, UnicodeError) as e:
         raise ApiError(400, f"CSV: {e}", field="body") from None
     if errors:
         raise ApiError(400, f"{len(errors)} bad row(s); nothing stored", field=errors[0].field, errors=errors[:100])

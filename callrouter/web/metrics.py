@@ -32,6 +32,8 @@ class DaemonCollector(Collector):
         decisions = CounterMetricFamily("callrouter_decisions", "Routing decisions by what became of them",
                                         labels=["result"])
         pending = GaugeMetricFamily("callrouter_decision_log_pending", "Decisions not yet stored")
+        spooled = GaugeMetricFamily("callrouter_spool_items", "Items waiting in the local spool for the database")
+        spool_bytes = GaugeMetricFamily("callrouter_spool_bytes", "Payload bytes held by the local spool")
         agi = CounterMetricFamily("callrouter_agi_requests", "FastAGI requests by how they ended",
                                   labels=["outcome"])
         for p in self._daemon.snapshot().pbx:
@@ -50,13 +52,17 @@ class DaemonCollector(Collector):
                     depth.add_metric([name], value)
                 elif stat in ("saved", "dropped", "failed"):
                     reported.add_metric([name, stat], value)
+            elif key == "spool.depth":
+                spooled.add_metric([], value)
+            elif key == "spool.bytes":
+                spool_bytes.add_metric([], value)
             elif room == "decision_log" and rest == "pending":
                 pending.add_metric([], value)
             elif room == "agi":
                 agi.add_metric([rest], value)
         for result, key in (("stored", "decisions"), ("dropped", "dropped"), ("failed", "decision-failed")):
             decisions.add_metric([result], counters.get(f"decision_log.{key}", 0))
-        yield from (events, calls, live, up, depth, reported, decisions, pending, agi)
+        yield from (events, calls, live, up, depth, reported, decisions, pending, spooled, spool_bytes, agi)
 
 
 class Metrics:

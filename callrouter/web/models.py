@@ -11,6 +11,9 @@ from callrouter.crm.models import ClientIn, Extension, ManagerIn
 from callrouter.records import CallRecord, Direction, Outcome
 from callrouter.store.clients import Client
 
+# clients in one bulk request (one transaction); bigger files go through `callrouter import`
+MAX_BULK = 10_000
+
 Format = Literal["json", "csv"]
 Limit = Annotated[int, Field(ge=1, le=1000)]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -68,7 +71,7 @@ class ClientPut(ClientIn):
 
 
 class BulkClientsIn(_In):
-    clients: list[ClientIn] = Field(max_length=10_000)
+    clients: list[ClientIn] = Field(max_length=MAX_BULK)
 
 
 class BulkOut(BaseModel):
@@ -141,3 +144,4 @@ class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool
     pbx: dict[str, bool] = Field(description="AMI connected, per PBX")
+    spool_depth: int = Field(description="items (records, decisions, leads) waiting in the local spool for the database")

@@ -23,7 +23,9 @@ async def health(request: web.Request, ctx: Ctx) -> web.Response:
         db_ok = False
     pbx = {p.name: p.connected for p in ctx.daemon.snapshot().pbx}
     ok = db_ok and all(pbx.values())
-    body = HealthOut(status="ok" if ok else "degraded", database=db_ok, pbx=pbx)
+    spool = ctx.daemon.spool
+    body = HealthOut(status="ok" if ok else "degraded", database=db_ok, pbx=pbx,
+                     spool_depth=spool.depth() if spool is not None else 0)
     return web.json_response(body.model_dump(mode="json"), status=200 if ok else 503)
 
 

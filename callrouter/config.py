@@ -40,6 +40,9 @@ class PbxConfig(_Strict):
     reconnect_max: float = Field(default=30.0, gt=0)
     # frames larger than this are dropped (a 10 MB header line must not eat the daemon)
     max_frame_bytes: int = Field(default=1 << 20, ge=4096)
+    # addresses this PBX's FastAGI requests come from (IP literals); empty: `host`.
+    # With several PBXs a request is attributed by `pbx=` in its AGI URL first, then by these
+    agi_sources: tuple[str, ...] = ()
 
 
 class ManagerConfig(_Strict):

@@ -129,7 +129,13 @@ class Daemon:
     # ------------------------------------------------------------------ building
     def build_reporters(self, store: Any) -> list[QueuedReporter]:
         """The consumers of call facts this config asks for (the store writer always)."""
-        return [RecordWriter(store, spool=self.spool)]
+        reporters: list[QueuedReporter] = [RecordWriter(store, spool=self.spool)]
+        if self.settings.webhook is not None:  # its outbox is a table in the spool file
+            from callrouter.webhook import WebhookReporter
+            from callrouter.webhook.outbox import Outbox
+            outbox = Outbox(self.settings.spool.path, self.settings.webhook.max_bytes)
+            reporters.append(WebhookReporter(self.settings.webhook, outbox, store))
+        return reporters
 
     def _decision_log(self, store: Any) -> Any:
         url = getattr(store, "url", None)
@@ -161,8 +167,8 @@ class Daemon:
         self.web = WebServer(self) if s.web.enabled else None
         for cfg in s.pbx:
             tracker = Tracker(cfg.name, self.devices, s.default_region)
-            calllog = CallLog(tracker, self.reporters, observers=[functools.partial(self.presence.apply, source=cfg.name)],
-                              enrich=self.routes.enrich)
+            observe = functools.partial(self.presence.apply, source=cfg.name)  # uniqueids are per PBX
+            calllog = CallLog(tracker, self.reporters, observers=[observe], enrich=self.routes.enrich)
             self.pbxs[cfg.name] = PbxLink(cfg, calllog)
 
     # ------------------------------------------------------------------ running

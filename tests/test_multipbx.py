@@ -97,7 +97,8 @@ async def test_two_pbxs_with_the_same_linkedids_keep_their_records_and_decisions
                 west_ami.push(raw)
 
             async def both_stored() -> bool:
-                return all(await asyncio.gather(store.get_call("east", LINKEDID), store.get_call("west", LINKEDID)))
+                got = await asyncio.gather(store.get_call("east", LINKEDID), store.get_call("west", LINKEDID))
+                return all(got)
             await _eventually(both_stored, 20, "both records stored")
         finally:
             stop.set()
@@ -107,7 +108,8 @@ async def test_two_pbxs_with_the_same_linkedids_keep_their_records_and_decisions
     assert (east_rec.pbx, west_rec.pbx) == ("east", "west")
     # each record is the whole call as its PBX played it, joined to its own PBX's decision
     for rec in (east_rec, west_rec):
-        assert (rec.caller.number, rec.answered_by, rec.outcome, rec.complete) == ("+79161234567", "101", "answered", True)
+        got = (rec.caller.number, rec.answered_by, rec.outcome, rec.complete)
+        assert got == ("+79161234567", "101", "answered", True)
     assert east_rec.route is not None and east_rec.route.reason == "owner" and east_rec.client_id == "c-1001"
     assert west_rec.route is not None and west_rec.route.reason == "unknown-caller"
     async with store.engine.connect() as conn:

@@ -23,6 +23,7 @@ from callrouter.config import AgiConfig, PbxConfig, Settings, SpoolConfig, WebCo
 from callrouter.daemon import Daemon
 from callrouter.records import CallRecord
 from callrouter.tracker import CallFinished
+from callrouter.web.metrics import DaemonCollector
 from callrouter.webhook import WebhookReporter, sign, verify
 from callrouter.webhook.outbox import Outbox
 from fakeami import FakeAmi, load_recording
@@ -208,6 +209,10 @@ async def test_a_receiver_down_across_a_daemon_restart_loses_nothing(store, stor
                 # delivered: accepted, and out of the outbox
                 await until(lambda: hook.stats["delivered"] == len(expected), 30,
                             "every call delivered after the restart")
+                metrics = {s.name + str(sorted(s.labels.items())): s.value
+                           for m in DaemonCollector(second).collect() for s in m.samples}
+                assert metrics["callrouter_reporter_items_total[('reporter', 'webhook'), ('result', 'delivered')]"] \
+                    == len(expected)
             finally:
                 stop.set()
                 await asyncio.wait_for(running, 30)

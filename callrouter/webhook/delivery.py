@@ -124,9 +124,12 @@ class WebhookReporter(QueuedReporter):
         pause = self.cfg.retry_min
         async with aiohttp.ClientSession(timeout=timeout) as http:
             await self._bury_old()
+            counted = 0.0
             while True:
                 items = await asyncio.to_thread(self.outbox.due, self._clock(), self.cfg.concurrency)
-                self.stats["outbox"] = await asyncio.to_thread(self.outbox.depth)
+                if not items or time.monotonic() - counted > POLL:  # a COUNT(*): not on every POST
+                    self.stats["outbox"] = await asyncio.to_thread(self.outbox.depth)
+                    counted = time.monotonic()
                 if not items:
                     self._wake.clear()
                     try:

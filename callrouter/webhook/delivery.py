@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 POLL = 1.0            # s: look for items whose retry time came, when nothing woke the loop
 DEAD_LETTER_KIND = "webhook"
+_DELIVERED = object()  # _try's answer for a 2xx: removed with the round's others, one fsync
 
 
 class Transient(Exception):
@@ -138,7 +139,10 @@ class WebhookReporter(QueuedReporter):
                         await self._bury_old()  # dead letters the database did not take before
                     continue
                 results = await asyncio.gather(*(self._try(http, it) for it in items))
-                away = [r for r in results if r is not None]
+                done = [it.seq for it, r in zip(items, results) if r is _DELIVERED]
+                await asyncio.to_thread(self.outbox.delivered, *done)
+                self.stats["delivered"] += len(done)
+                away = [r for r in results if isinstance(r, float)]
                 if not away:
                     pause = self.cfg.retry_min
                     continue
@@ -146,8 +150,8 @@ class WebhookReporter(QueuedReporter):
                 await asyncio.sleep(wait)
                 pause = min(pause * 2, self.cfg.retry_max)
 
-    async def _try(self, http: aiohttp.ClientSession, item: OutboxItem) -> float | None:
-        """One POST; None unless the receiver is away (then the Retry-After, or 0)."""
+    async def _try(self, http: aiohttp.ClientSession, item: OutboxItem) -> object:
+        """One POST: _DELIVERED; the receiver is away: its Retry-After, or 0.0; refused: None."""
         attempts = item.attempts + 1
         try:
             await self._post(http, item)
@@ -169,9 +173,7 @@ class WebhookReporter(QueuedReporter):
                             self.cfg.max_attempts, e)
                 await asyncio.to_thread(self.outbox.failed, item.seq, attempts, later, str(e))
             return None
-        await asyncio.to_thread(self.outbox.delivered, item.seq)
-        self.stats["delivered"] += 1
-        return None
+        return _DELIVERED
 
     async def _post(self, http: aiohttp.ClientSession, item: OutboxItem) -> None:
         ts = int(self._clock())

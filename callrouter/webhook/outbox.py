@@ -115,8 +115,10 @@ class Outbox:
                 "WHERE p.key = o.key AND p.dead = 0 AND p.seq < o.seq) ORDER BY seq LIMIT ?", (now, limit)).fetchall()
         return [OutboxItem(*r) for r in rows]
 
-    def delivered(self, seq: int) -> None:
-        self._write("DELETE FROM webhook_outbox WHERE seq = ?", (seq,))
+    def delivered(self, *seqs: int) -> None:
+        """Gone: one transaction (one fsync) for a round's deliveries."""
+        if seqs:
+            self._write(f"DELETE FROM webhook_outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
 
     def failed(self, seq: int, attempts: int, next_at: float, error: str) -> None:
         self._write("UPDATE webhook_outbox SET attempts = ?, next_at = ?, last_error = ? WHERE seq = ?",

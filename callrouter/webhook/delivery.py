@@ -31,7 +31,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -76,7 +76,7 @@ class WebhookReporter(QueuedReporter):
     policy = WritePolicy(batch=200, retry_min=0.2, retry_max=2.0, attempts=5)
 
     def __init__(self, cfg: WebhookConfig, outbox: Outbox, store: Any = None, *, maxsize: int = 10_000,
-                 clock=time.time):
+                 clock: Callable[[], float] = time.time):
         super().__init__(maxsize=maxsize)
         self.cfg = cfg
         self.outbox = outbox

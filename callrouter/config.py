@@ -103,6 +103,13 @@ class WebhookConfig(_Strict):
     concurrency: int = Field(default=4, ge=1, le=64)      # POSTs in flight (different calls)
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)  # bodies held in the outbox
 
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:  # a guessable key makes the signature worthless
+            raise ValueError("the webhook secret must be at least 16 characters (e.g. openssl rand -hex 32)")
+        return v
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLROUTER_", env_nested_delimiter="__",

@@ -261,3 +261,13 @@ def test_the_outbox_hands_out_a_calls_items_in_order_and_keeps_them_across_a_reo
     outbox.delivered(first.seq)
     assert [i.body for i in outbox.due(time.time(), 10)] == [b"b-only", b"a-second"]
     assert outbox.depth() == 2
+
+
+def test_a_short_secret_is_refused_and_never_echoed(tmp_path):
+    from callrouter.config import ConfigError, load_settings
+
+    cfg = tmp_path / "callrouter.toml"
+    cfg.write_text('[webhook]\nurl = "https://crm.example.net/hook"\nsecret = "hunter2"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg)
+    assert "webhook.secret" in str(e.value) and "16 characters" in str(e.value) and "hunter2" not in str(e.value)

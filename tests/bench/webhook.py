@@ -68,7 +68,7 @@ async def baseline(url: str, bodies: list[bytes], concurrency: int) -> float:
 
 async def ours(url: str, recs, concurrency: int, *, backlog: bool) -> float:
     path = Path(tempfile.mkdtemp()) / "spool.db"
-    cfg = WebhookConfig(url=url, secret=SecretStr("bench"), concurrency=concurrency, retry_min=0.05, retry_max=0.5)
+    cfg = WebhookConfig(url=url, secret=SecretStr("bench-secret-0123456789"), concurrency=concurrency, retry_min=0.05, retry_max=0.5)
     outbox = Outbox(path)
     if backlog:
         outbox.put([(f"main:{r.call_id}", r.to_json().encode()) for r in recs])

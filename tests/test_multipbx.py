@@ -119,6 +119,10 @@ async def test_two_pbxs_with_the_same_linkedids_keep_their_records_and_decisions
         ("east", "9.2", "unknown-caller"), ("east", LINKEDID, "owner"),
         ("west", "9.1", "unknown-caller"), ("west", LINKEDID, "unknown-caller")])
     assert await store.count_calls() == 2
+    # what GET /api/calls/{pbx}/{call_id} shows: each call with its own PBX's decision only
+    for pbx, reason in (("east", "owner"), ("west", "unknown-caller")):
+        _, decisions = await store.call_with_decisions(pbx, LINKEDID)
+        assert [d.reason for d in decisions] == [reason]
 
 
 def test_presence_keeps_two_pbxs_channels_apart():

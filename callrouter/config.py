@@ -40,6 +40,9 @@ class PbxConfig(_Strict):
     reconnect_max: float = Field(default=30.0, gt=0)
     # frames larger than this are dropped (a 10 MB header line must not eat the daemon)
     max_frame_bytes: int = Field(default=1 << 20, ge=4096)
+    # addresses this PBX's FastAGI requests come from (IP literals); empty: `host`.
+    # With several PBXs a request is attributed by `pbx=` in its AGI URL first, then by these
+    agi_sources: tuple[str, ...] = ()
 
 
 class ManagerConfig(_Strict):
@@ -85,6 +88,29 @@ class SpoolConfig(_Strict):
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
 
 
+class WebhookConfig(_Strict):
+    """Finished calls POSTed to the CRM (callrouter.webhook); no [webhook] table: off."""
+    url: str = Field(pattern=r"^https?://\S+$")
+    # HMAC-SHA256 key of X-Callrouter-Signature; never logged
+    secret: SecretStr
+    timeout: float = Field(default=10.0, gt=0)           # s per POST, connect to answer
+    # tries of a call the receiver refuses for good (a 4xx other than 408/429) before it
+    # becomes a dead letter; a receiver that is down or failing (5xx, 408, 429, no
+    # answer) is retried for as long as it takes
+    max_attempts: int = Field(default=5, ge=1)
+    retry_min: float = Field(default=1.0, gt=0)           # s: first wait after a failure, doubling...
+    retry_max: float = Field(default=300.0, gt=0)         # ...up to this
+    concurrency: int = Field(default=4, ge=1, le=64)      # POSTs in flight (different calls)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)  # bodies held in the outbox
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:  # a guessable key makes the signature worthless
+            raise ValueError("the webhook secret must be at least 16 characters (e.g. openssl rand -hex 32)")
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CALLROUTER_", env_nested_delimiter="__",
                                       extra="forbid", frozen=True)
@@ -98,6 +124,7 @@ class Settings(BaseSettings):
     agi: AgiConfig = AgiConfig()
     web: WebConfig = WebConfig()
     spool: SpoolConfig = SpoolConfig()
+    webhook: WebhookConfig | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:

@@ -28,6 +28,7 @@ here, bound in `run`, closed first in `_stop`. What it needs is here: `snapshot(
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -88,6 +89,20 @@ class PbxLink:
         self.source = AmiSource(cfg)
 
 
+def pbx_by_address(pbxs: tuple[PbxConfig, ...]) -> dict[str, str]:
+    """FastAGI peer address -> PBX name, from each PBX's `agi_sources` (else its `host`).
+    An address two PBXs share names neither: their requests must say `pbx=` in the URL."""
+    owners: dict[str, set[str]] = {}
+    for p in pbxs:
+        for addr in p.agi_sources or (p.host,):
+            owners.setdefault(addr, set()).add(p.name)
+    shared = {a: sorted(n) for a, n in owners.items() if len(n) > 1}
+    if shared:
+        log.info("FastAGI: %s shared by several PBXs; their AGI URLs must name the PBX (route?pbx=NAME)",
+                 "; ".join(f"{a} ({', '.join(n)})" for a, n in shared.items()))
+    return {a: next(iter(n)) for a, n in owners.items() if len(n) == 1}
+
+
 class Daemon:
     def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None = None,
                  wait_for_directory: bool = False):
@@ -114,7 +129,13 @@ class Daemon:
     # ------------------------------------------------------------------ building
     def build_reporters(self, store: Any) -> list[QueuedReporter]:
         """The consumers of call facts this config asks for (the store writer always)."""
-        return [RecordWriter(store, spool=self.spool)]
+        reporters: list[QueuedReporter] = [RecordWriter(store, spool=self.spool)]
+        if self.settings.webhook is not None:  # its outbox is a table in the spool file
+            from callrouter.webhook import WebhookReporter
+            from callrouter.webhook.outbox import Outbox
+            outbox = Outbox(self.settings.spool.path, self.settings.webhook.max_bytes)
+            reporters.append(WebhookReporter(self.settings.webhook, outbox, store))
+        return reporters
 
     def _decision_log(self, store: Any) -> Any:
         url = getattr(store, "url", None)
@@ -139,14 +160,15 @@ class Daemon:
         self.decision_log = self._decision_log(store)
         self.routes = RouteLog()
         self.agi = FastAgiServer(self.router, s.agi, recorder=self.decision_log,
-                                 pbx=s.pbx[0].name if s.pbx else "main",
-                                 pbx_by_peer={p.host: p.name for p in s.pbx}, clock=self._clock,
+                                 pbx=s.pbx[0].name if s.pbx else "main", pbx_names=[p.name for p in s.pbx],
+                                 pbx_by_peer=pbx_by_address(s.pbx), clock=self._clock,
                                  on_decision=self._decided)
         self.reporters = self.build_reporters(store)
         self.web = WebServer(self) if s.web.enabled else None
         for cfg in s.pbx:
             tracker = Tracker(cfg.name, self.devices, s.default_region)
-            calllog = CallLog(tracker, self.reporters, observers=[self.presence.apply], enrich=self.routes.enrich)
+            observe = functools.partial(self.presence.apply, source=cfg.name)  # uniqueids are per PBX
+            calllog = CallLog(tracker, self.reporters, observers=[observe], enrich=self.routes.enrich)
             self.pbxs[cfg.name] = PbxLink(cfg, calllog)
 
     # ------------------------------------------------------------------ running

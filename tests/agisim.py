@@ -130,12 +130,14 @@ def parse_set_variable(line: str) -> list[tuple[str, str]] | None:
 
 
 async def agi_call(host: str, port: int, request: bytes, *, reply: bytes = b"200 result=1\n",
-                   timeout: float = 5.0, array_function: bool = True) -> ProbeResult:
+                   timeout: float = 5.0, array_function: bool = True, local: str | None = None) -> ProbeResult:
     """Send `request`, answer each command line with `reply` until the server closes;
     `GET VARIABLE` is answered as Asterisk does, from the variables set so far.
     `array_function=False` plays a PBX without func_strings: `SET VARIABLE ARRAY(...)`
-    is answered 200 and sets nothing (as Asterisk does)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    is answered 200 and sets nothing (as Asterisk does). `local`: the address to connect
+    from (127.0.0.2 plays a second PBX on loopback)."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, local_addr=(local, 0) if local else None), timeout)
     out = ProbeResult()
     try:
         async with asyncio.timeout(timeout):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from callrouter.text import storable
 
@@ -51,6 +51,17 @@ class AgiRequest:
             req = self.env.get("agi_request", "")
             s = urlsplit(req).path if "://" in req else req
         return s.split("?", 1)[0].strip("/")
+
+    def param(self, name: str) -> str:
+        """A query parameter of the AGI URL (`agi://host:4573/route?pbx=east` -> "east" for
+        `pbx`), from agi_network_script or else agi_request; "" when absent."""
+        for key in ("agi_network_script", "agi_request"):
+            s = self.env.get(key, "")
+            if "?" in s:
+                for k, v in parse_qsl(s.split("?", 1)[1]):
+                    if k == name:
+                        return v.strip()
+        return ""
 
     @property
     def args(self) -> list[str]:

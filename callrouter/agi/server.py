@@ -322,7 +322,7 @@ class _Connection(asyncio.Protocol):
         now = self.loop.time()
         req = self.request
         try:
-            call = RoutedCall(srv.pbx_for(self.peer) if srv.pbx_by_peer else srv.pbx, req.linkedid, req.uniqueid,
+            call = RoutedCall(srv.pbx_for(self.peer, req), req.linkedid, req.uniqueid,
                               req.channel, self.caller_raw, self.decision, self.decided_at,
                               (self.t_answer - self.t0) * 1000.0, (now - self.t0) * 1000.0, outcome)
         except ValueError:  # a naive clock: the call is answered, its record cannot be kept
@@ -366,6 +366,7 @@ class _Connection(asyncio.Protocol):
 class FastAgiServer:
     def __init__(self, router: Router, config: AgiConfig | None = None, *, recorder: Recorder | None = None,
                  pbx: str = "main", pbx_by_peer: Mapping[str, str] | None = None,
+                 pbx_names: Sequence[str] = (),
                  clock: Callable[[], datetime] | None = None, host: str | None = None, port: int | None = None,
                  max_header_bytes: int = 16 * 1024, reply_timeout: float = 5.0, store_margin_ms: float = 30.0,
                  max_connections: int = 2000, backlog: int = 1024,
@@ -381,6 +382,7 @@ class FastAgiServer:
         self.recorder = recorder
         self.pbx = pbx
         self.pbx_by_peer = dict(pbx_by_peer or {})
+        self.pbx_names = frozenset(pbx_names) or frozenset({pbx})
         self.clock = clock or (lambda: datetime.now(UTC))
         self.max_header_bytes = max_header_bytes
         self.reply_timeout = reply_timeout
@@ -395,8 +397,29 @@ class FastAgiServer:
         self._conns: set[_Connection] = set()
         self._array: dict[str, tuple[bool, float]] = {}  # peer host -> (ARRAY() works, when checked)
 
-    def pbx_for(self, peer_host: str) -> str:
-        return self.pbx_by_peer.get(peer_host, self.pbx)
+    def pbx_for(self, peer_host: str, request: AgiRequest | None = None) -> str:
+        """Which PBX asked: the `pbx=` of the AGI URL when it names a configured one
+        (`agi://callrouter:4573/route?pbx=east`), else the PBX whose address the request
+        came from, else - with one PBX - that one. A request that says neither, with
+        several PBXs configured, is attributed to the first and logged: its decision
+        would not join its call record if it came from another PBX."""
+        named = request.param("pbx") if request is not None else ""
+        if named:
+            if named in self.pbx_names:
+                return named
+            self.stats["pbx-unknown"] += 1
+            throttled(log, "pbx-name", logging.WARNING, "FastAGI %s: the AGI URL names pbx=%r, which is no "
+                      "[[pbx]] name (%s); attributing the request by its address", peer_host, named[:40],
+                      ", ".join(sorted(self.pbx_names)))
+        by_peer = self.pbx_by_peer.get(peer_host)
+        if by_peer is not None:
+            return by_peer
+        if len(self.pbx_names) > 1:
+            self.stats["pbx-unknown"] += 1
+            throttled(log, "pbx-source", logging.WARNING, "FastAGI request from %s: no pbx= in its AGI URL and "
+                      "the address is no [[pbx]]'s host or agi_sources; attributed to %r (its decision joins "
+                      "no call record of another PBX)", peer_host, self.pbx)
+        return self.pbx
 
     def array_works(self, peer_host: str) -> bool | None:
         """Whether SET VARIABLE ARRAY(...) sets variables on this PBX: None when not

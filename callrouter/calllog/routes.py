@@ -3,6 +3,8 @@
 The FastAGI server learns a decision under the call's linkedid (agi_arg_1) and the AGI
 channel's uniqueid; the tracker's CallFinished carries every uniqueid and linkedid the
 call had. Whatever matches gives the record its `route` (rule, reason, dial, latency).
+Keyed by (pbx, id): two PBXs may use the same uniqueids and linkedids, and a decision
+joins only its own PBX's record (the FastAGI server names the PBX that asked).
 Bounded: decisions for calls that never finish here (another daemon's PBX) age out.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ class LoggedRoute:
 
 class RouteLog:
     def __init__(self, max_entries: int = _MAX):
-        self._by_id: OrderedDict[str, LoggedRoute] = OrderedDict()
+        self._by_id: OrderedDict[tuple[str, str], LoggedRoute] = OrderedDict()
         self._max = max_entries
 
     def add(self, call: RoutedCall) -> None:
@@ -36,19 +38,21 @@ class RouteLog:
         d = call.decision
         entry = LoggedRoute(RouteInfo(rule=d.rule or None, reason=d.reason or None, dial=d.dial or None,
                                       latency_ms=round(call.latency_ms, 3)), d.client_id)
-        for key in (call.linkedid, call.uniqueid):
-            if key:
+        for i in (call.linkedid, call.uniqueid):
+            if i:
+                key = (call.pbx, i)
                 self._by_id[key] = entry
                 self._by_id.move_to_end(key)
         while len(self._by_id) > self._max:
             self._by_id.popitem(last=False)
 
     def enrich(self, fact: CallFinished) -> CallFinished:
-        entry = next((self._by_id.pop(i) for i in sorted(fact.ids) if i in self._by_id), None)
+        r = fact.record
+        keys = [(r.pbx, i) for i in sorted(fact.ids)]
+        entry = next((self._by_id.pop(k) for k in keys if k in self._by_id), None)
         if entry is None:
             return fact
-        for i in fact.ids:
-            self._by_id.pop(i, None)
-        r = fact.record
+        for k in keys:
+            self._by_id.pop(k, None)
         record = r.model_copy(update={"route": entry.route, "client_id": r.client_id or entry.client_id})
         return CallFinished(record, fact.ids)

@@ -24,6 +24,7 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-from . import calllog, crm, daemon, db, deadletters, routing, users  # noqa: E402  - each registers its commands on `main`
+# each registers its commands on `main`
+from . import calllog, crm, daemon, db, deadletters, demo, routing, users  # noqa: E402
 
-__all__ = ["calllog", "crm", "daemon", "db", "deadletters", "main", "routing", "users"]
+__all__ = ["calllog", "crm", "daemon", "db", "deadletters", "demo", "main", "routing", "users"]

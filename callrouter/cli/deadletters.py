@@ -10,12 +10,12 @@ from .common import redact, settings_of
 
 @main.group()
 def deadletters() -> None:
-    """Records and decisions the database refused."""
+    """Records and decisions the database refused; calls the webhook receiver refused."""
 
 
 @deadletters.command("list")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Newest N.")
-@click.option("--kind", type=click.Choice(["record", "decision"]), default=None, help="Only this kind.")
+@click.option("--kind", type=click.Choice(["record", "decision", "webhook"]), default=None, help="Only this kind.")
 @click.option("--payload/--no-payload", default=False, help="Also print each item as stored (JSON).")
 @click.pass_context
 def deadletters_list(ctx: click.Context, limit: int, kind: str | None, payload: bool) -> None:

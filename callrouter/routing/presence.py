@@ -18,6 +18,10 @@ source asks for DeviceStateList / ExtensionStateList / CoreShowChannels
 (`callrouter.ami.client.AmiSource.snapshot`); their items arrive as the same typed events
 (DeviceStateChange, ExtensionStatus) and feed `apply` like any other, so what was
 forgotten at the gap is learned again at once.
+
+Several PBXs feed one Presence, each as its own `source` (its [[pbx]] name): channels are
+keyed by (source, uniqueid), since two PBXs reuse uniqueids, and a gap, restart or shutdown
+of one PBX forgets only what that PBX said.
 """
 from __future__ import annotations
 
@@ -68,13 +72,13 @@ class Presence:
         self._map = devices or DeviceMap()
         self._dnd: set[str] = set(dnd)
         self._seq = 0
-        # extension -> device -> (state, seq)
-        self._devices: dict[str, dict[str, tuple[str, int]]] = {}
-        # extension -> (hint status, text, seq)
-        self._hints: dict[str, tuple[int, str, int]] = {}
-        # channel uniqueid -> (extension, channel name, state)
-        self._channels: dict[str, tuple[str, str, str]] = {}
-        self._ext_channels: dict[str, set[str]] = {}
+        # extension -> (source, device) -> (state, seq)
+        self._devices: dict[str, dict[tuple[str, str], tuple[str, int]]] = {}
+        # extension -> source -> (hint status, text, seq)
+        self._hints: dict[str, dict[str, tuple[int, str, int]]] = {}
+        # (source, channel uniqueid) -> (extension, channel name, state)
+        self._channels: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._ext_channels: dict[str, set[tuple[str, str]]] = {}
 
     # ------------------------------------------------------------ DND
     def load_dnd(self, extensions: Iterable[str]) -> None:
@@ -92,47 +96,65 @@ class Presence:
         return frozenset(self._dnd)
 
     # ------------------------------------------------------------ events
-    def apply(self, event: AmiEvent) -> None:
-        """Feed one typed AMI event. Events that say nothing about presence are ignored."""
+    def apply(self, event: AmiEvent, source: str = "") -> None:
+        """Feed one typed AMI event from PBX `source`. Events that say nothing about
+        presence are ignored."""
         if isinstance(event, DeviceStateChange):
             ext = self._map.agent_of(event.device)
             if ext:
                 self._seq += 1
-                self._devices.setdefault(ext, {})[event.device.lower()] = (event.state.upper(), self._seq)
+                self._devices.setdefault(ext, {})[(source, event.device.lower())] = (event.state.upper(), self._seq)
         elif isinstance(event, ExtensionStatus):
             if event.exten:
                 self._seq += 1
-                self._hints[event.exten] = (event.status, event.status_text, self._seq)
+                self._hints.setdefault(event.exten, {})[source] = (event.status, event.status_text, self._seq)
         elif isinstance(event, Hangup):
-            self._drop_channel(event.channel.uniqueid)
+            self._drop_channel((source, event.channel.uniqueid))
         elif isinstance(event, Newchannel | Newstate):
-            self._track_channel(event)
+            self._track_channel(event, source)
         elif isinstance(event, Rename):
-            known = self._channels.get(event.uniqueid)
+            key = (source, event.uniqueid)
+            known = self._channels.get(key)
             if known is not None:
-                self._drop_channel(event.uniqueid)
-                self._add_channel(event.uniqueid, event.new_name, known[2])
+                self._drop_channel(key)
+                self._add_channel(key, event.new_name, known[2])
         elif isinstance(event, StreamGap | FullyBooted | Shutdown):
-            self.forget_events()
+            self.forget_events(source)
 
-    def forget_events(self) -> None:
-        """Forget everything learned from events (DND stays: it comes from the store)."""
-        self._devices.clear()
-        self._hints.clear()
-        self._channels.clear()
-        self._ext_channels.clear()
+    def forget_events(self, source: str | None = None) -> None:
+        """Forget everything learned from events of `source` (None: of every PBX). DND
+        stays: it comes from the store."""
+        if source is None:
+            self._devices.clear()
+            self._hints.clear()
+            self._channels.clear()
+            self._ext_channels.clear()
+            return
+        for ext in list(self._devices):
+            devs = {k: v for k, v in self._devices[ext].items() if k[0] != source}
+            if devs:
+                self._devices[ext] = devs
+            else:
+                del self._devices[ext]
+        for ext in list(self._hints):
+            self._hints[ext].pop(source, None)
+            if not self._hints[ext]:
+                del self._hints[ext]
+        for key in [k for k in self._channels if k[0] == source]:
+            self._drop_channel(key)
 
-    def _track_channel(self, event: ChannelEvent) -> None:
+    def _track_channel(self, event: ChannelEvent, source: str) -> None:
         ch = event.channel
-        known = self._channels.get(ch.uniqueid)
+        key = (source, ch.uniqueid)
+        known = self._channels.get(key)
         if known is not None and known[1] == ch.name:
-            self._channels[ch.uniqueid] = (known[0], known[1], ch.state)
+            self._channels[key] = (known[0], known[1], ch.state)
             return
         if known is not None:
-            self._drop_channel(ch.uniqueid)
-        self._add_channel(ch.uniqueid, ch.name, ch.state)
+            self._drop_channel(key)
+        self._add_channel(key, ch.name, ch.state)
 
-    def _add_channel(self, uniqueid: str, name: str, state: str) -> None:
+    def _add_channel(self, uniqueid: tuple[str, str], name: str, state: str) -> None:
         ext = self._map.agent_of(name)
         if not ext:
             return
@@ -142,7 +164,7 @@ class Presence:
         self._channels[uniqueid] = (ext, name, state)
         self._ext_channels.setdefault(ext, set()).add(uniqueid)
 
-    def _drop_channel(self, uniqueid: str) -> None:
+    def _drop_channel(self, uniqueid: tuple[str, str]) -> None:
         known = self._channels.pop(uniqueid, None)
         if known is None:
             return
@@ -163,8 +185,9 @@ class Presence:
         return AgentStatus(extension, state, dnd, detail if not dnd or state != "unknown" else "DND set")
 
     def _reported(self, extension: str) -> tuple[PresenceState, str]:
-        devices = self._devices.get(extension) or {}
-        hint = self._hints.get(extension)
+        devices = {(dev if not src else f"{src}:{dev}"): v
+                   for (src, dev), v in (self._devices.get(extension) or {}).items()}
+        hint = max((self._hints.get(extension) or {}).values(), key=lambda h: h[2], default=None)
         dev_seq = max((seq for _, seq in devices.values()), default=0)
         if hint is not None and hint[2] > dev_seq:
             status, text, _ = hint

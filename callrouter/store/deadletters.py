@@ -22,7 +22,7 @@ MAX_ERROR = 2000
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    kind: str               # record | decision
+    kind: str               # record | decision | webhook
     key: str                # what it was: pbx/call_id, pbx/uniqueid@decided_at
     error: str              # the database's refusal, first MAX_ERROR characters
     payload: str            # the item, ASCII-only JSON

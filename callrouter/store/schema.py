@@ -237,7 +237,7 @@ class DeadLetter(Base):
     __tablename__ = "dead_letters"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String)      # record | decision
+    kind: Mapped[str] = mapped_column(String)      # record | decision | webhook (the CRM refused it)
     key: Mapped[str] = mapped_column(String)       # pbx/call_id, pbx/uniqueid@decided_at
     error: Mapped[str] = mapped_column(String)
     payload: Mapped[str] = mapped_column(Text)

@@ -36,6 +36,7 @@ class DaemonCollector(Collector):
         spool_bytes = GaugeMetricFamily("callrouter_spool_bytes", "Payload bytes held by the local spool")
         agi = CounterMetricFamily("callrouter_agi_requests", "FastAGI requests by how they ended",
                                   labels=["outcome"])
+        outbox = GaugeMetricFamily("callrouter_webhook_outbox_items", "Finished calls waiting to be POSTed")
         for p in self._daemon.snapshot().pbx:
             # per PBX always, at 0 before the first event (a Counter holds no zeros)
             up.add_metric([p.name], 1.0 if p.connected else 0.0)
@@ -50,8 +51,10 @@ class DaemonCollector(Collector):
             elif room == "reporter":
                 if stat == "depth":
                     depth.add_metric([name], value)
-                elif stat in ("saved", "dropped", "failed"):
-                    reported.add_metric([name, stat], value)
+                elif stat in ("saved", "dropped", "failed", "delivered", "retried", "refused", "dead"):
+                    reported.add_metric([name, stat], value)  # the last four: the webhook's POSTs
+                elif stat == "outbox":
+                    outbox.add_metric([], value)
             elif key == "spool.depth":
                 spooled.add_metric([], value)
             elif key == "spool.bytes":
@@ -62,7 +65,7 @@ class DaemonCollector(Collector):
                 agi.add_metric([rest], value)
         for result, key in (("stored", "decisions"), ("dropped", "dropped"), ("failed", "decision-failed")):
             decisions.add_metric([result], counters.get(f"decision_log.{key}", 0))
-        yield from (events, calls, live, up, depth, reported, decisions, pending, spooled, spool_bytes, agi)
+        yield from (events, calls, live, up, depth, reported, decisions, pending, spooled, spool_bytes, agi, outbox)
 
 
 class Metrics:

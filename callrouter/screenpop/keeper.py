@@ -66,7 +66,13 @@ class CallbackKeeper(QueuedReporter):
                     return hit
         if client_id is not None:
             c = (await self._store.get_clients([client_id])).get(client_id)
-            return ClientInfo.of(c) if c is not None else None
+            if c is not None:
+                return ClientInfo.of(c)
+            # a CLIENT_ID the store does not know: the one client with the number, if any
+            if self._directory is not None and number is not None:
+                found = self._directory.lookup_now(number)
+                if found is not None:
+                    return found.client
         if number is not None and (self._directory is None or not self._directory.ready):
             found = await self._store.clients_by_phone(number)
             return ClientInfo.of(found[0]) if len(found) == 1 else None

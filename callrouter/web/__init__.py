@@ -23,8 +23,10 @@ SHUTDOWN_GRACE = 2.0  # s: requests in flight finish within this when the daemon
 
 
 def _routes() -> list[Route]:
-    from . import calls, clients, managers, ops, session
-    return [*session.ROUTES, *clients.ROUTES, *managers.ROUTES, *calls.ROUTES, *ops.ROUTES]
+    from . import calls, callbacks, clients, managers, ops, page, pops, session
+    # pops before calls: POST /api/calls/originate is no {pbx}/{call_id}
+    return [*session.ROUTES, *clients.ROUTES, *managers.ROUTES, *pops.ROUTES, *calls.ROUTES, *callbacks.ROUTES,
+            *ops.ROUTES, *page.ROUTES]
 
 
 def _serve(route: Route, daemon: Any):

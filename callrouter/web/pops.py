@@ -147,7 +147,7 @@ async def originate(request: web.Request, ctx: Ctx) -> web.Response:
               "CallerID": f'"{_display(client.name)}" <{number}>',
               "Variable": f"CALLROUTER_CLIENT_ID={client.id}"}
     try:
-        answer = await link.source.action(action, timeout=ORIGINATE_TIMEOUT)
+        answer = await link.source.action(action, timeout=ORIGINATE_TIMEOUT, as_list=False)
     except AmiError as e:
         raise ApiError(503, f"PBX {pbx}: {e}") from None
     reply = answer[0] if isinstance(answer, list) and answer else answer

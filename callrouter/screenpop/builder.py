@@ -45,7 +45,10 @@ class CardSource:
         deadline = loop.time() + self.timeout
         info = self._from_memory(fact.caller.number, client_id)
         try:
-            if info is None and client_id is not None and self._store is not None:
+            # the directory, once loaded, knows every client (changes reach it within a
+            # second): only while it loads is the store asked for the client itself
+            loading = self._directory is None or not self._directory.ready
+            if info is None and client_id is not None and loading and self._store is not None:
                 async with asyncio.timeout_at(deadline):
                     found = await self._store.get_clients([client_id])
                 c = found.get(client_id)

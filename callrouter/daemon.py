@@ -116,6 +116,7 @@ class Daemon:
         # screen-pop: the builder feeds the hub; the MQTT publisher ([mqtt]) and the web
         # app's WebSockets subscribe to it
         self.pops = PopHub()
+        self.cards: CardSource | None = None
         self.mqtt: Any = None
 
     # ------------------------------------------------------------------ building
@@ -123,7 +124,7 @@ class Daemon:
         """The consumers of call facts: the store writer, the callback keeper, the
         screen-pop builder (whose hub the MQTT publisher and the WebSockets follow)."""
         s = self.settings
-        cards = CardSource(self.directory, store, self.routes, s.screenpop.card_timeout_ms / 1000)
+        cards = self.cards = CardSource(self.directory, store, self.routes, s.screenpop.card_timeout_ms / 1000)
         return [RecordWriter(store, spool=self.spool),
                 CallbackKeeper(store, self.directory, desk=s.screenpop.desk),
                 PopBuilder(self.pops, cards, extensions=frozenset(m.extension for m in s.managers))]
@@ -256,6 +257,8 @@ class Daemon:
         the decision to the call record) and the latency histogram."""
         assert self.routes is not None
         self.routes.add(call)
+        if self.cards is not None:  # the screen-pop's history, fetched before the phone rings
+            self.cards.prefetch(call.linkedid, call.decision.client_id)
         if self.web is not None:
             self.web.on_decision(call)
 
@@ -347,6 +350,9 @@ class Daemon:
             out[f"reporter.{r.name}.depth"] = r.depth
         for k, v in self.pops.stats.items():
             out[f"screenpop.{k}"] = v
+        if self.cards is not None:
+            for k, v in self.cards.stats.items():
+                out[f"screenpop.{k}"] = v
         if self.mqtt is not None:
             for k, v in self.mqtt.stats.items():
                 out[f"mqtt.{k}"] = v

@@ -13,6 +13,7 @@ import aiohttp
 from callrouter.screenpop.hub import PopHub
 from callrouter.screenpop.model import Pop
 from callrouter.web.pops import WS_QUEUE, WsSubscriber
+from agisim import agi_call, route_request
 from fakeami import load_recording
 from webfixture import running_api
 
@@ -53,6 +54,10 @@ async def test_each_manager_gets_only_their_own_pops(store_url: str) -> None:
         async with asyncio.timeout(10):
             while api.daemon.pops.subscribers < 4:
                 await asyncio.sleep(0.01)
+        # the router is asked first, as the dialplan does: its decision is why the call came
+        # to 101, and it starts fetching the card's history before the phone rings
+        routed = await agi_call("127.0.0.1", api.agi_port, route_request("89161234567", linkedid="1795370423.504"))
+        assert routed.variables["CLIENT_ID"] == "c-ann"
         # 101 answers one call; 102 misses another, which goes on to 120
         for raw in [*load_recording(RECORDINGS / "answered_owner.ami.jsonl"),
                     *load_recording(RECORDINGS / "owner_noanswer_fallback.ami.jsonl")]:
@@ -68,6 +73,10 @@ async def test_each_manager_gets_only_their_own_pops(store_url: str) -> None:
         ringing = ann.pops[0]
         assert ringing["card"]["id"] == "c-ann" and ringing["card"]["name"] == "Анна Клиентова"
         assert ringing["caller"]["number"] == "+79161234567" and ringing["schema"] == 1
+        assert ringing["card_status"] == "ok" and ringing["card"]["recent_calls"][0]["call_id"] == "1700000001.1"
+        assert ringing["route"]["reason"] == routed.variables["ROUTE_REASON"] and ringing["route"]["trace"]
+        counters = api.daemon.counters()
+        assert counters["screenpop.history-prefetched"] == 1  # 101's card; 102's is no client of ours
         for w in (ann, bob, sue, bob_browser):
             await w.ws.close()
 
@@ -117,7 +126,7 @@ async def test_click_to_call(store_url: str) -> None:
         sent = api.ami.originates[-1]
         assert sent["channel"] == "PJSIP/101" and sent["exten"] == "+79161234567"
         assert sent["context"] == "from-internal" and sent["actionid"] == out["action_id"]
-        assert sent["async"] == "true" and sent["variable"] == "CALLROUTER_CLIENT_ID=c-ann"
+        assert sent["async"] == "true" and sent["variable"] == "CLIENT_ID=c-ann"
         async with http.post(url, json={"client_id": "c-ann", "phone": "8 916 123-45-67"},
                              headers=api.auth("ann")) as r:
             assert r.status == 202

@@ -5,12 +5,20 @@ The card comes from the phone directory in memory (name, turnover, tier, owner) 
 store (the last five calls, open callbacks) within `card_timeout`; a store that does not
 answer in time (or fails) gives the card without its history, flagged
 `card_status: "no-history"`: the pop must be on the screen while the phone rings.
+
+The store's part is asked for as soon as the router has decided (FastAGI `on_decision`,
+`prefetch`, by the call's linkedid), a few milliseconds before Asterisk dials: by the time
+the phone rings it is usually in hand (kept for that call, PREFETCH_TTL s, bounded). A call the router did not see (another
+daemon routed it, a queue call) asks at ring time.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from callrouter.calllog.reporters import QueuedReporter
@@ -25,6 +33,12 @@ from .model import Card, CardStatus, OpenCallback, RecentCall, RouteWhy, is_agen
 
 log = logging.getLogger(__name__)
 
+PREFETCH_TTL = 30.0        # s a prefetched history is good for (a call waiting in a queue asks again)
+PREFETCH_MAX = 1000        # histories kept / asked for at once
+PREFETCH_TIMEOUT = 5.0     # s for one prefetch query
+
+History = tuple[list[Any], list[Any]]
+
 
 class CardSource:
     def __init__(self, directory: Any, store: Any, routes: RouteLog | None, timeout: float):
@@ -32,6 +46,73 @@ class CardSource:
         self._store = store
         self._routes = routes
         self.timeout = timeout
+        self._wanted: asyncio.Queue[str] = asyncio.Queue(PREFETCH_MAX)
+        # call id -> (when asked, client id, the history to come)
+        self._histories: OrderedDict[str, tuple[float, str, asyncio.Future[History]]] = OrderedDict()
+        self.stats: Counter[str] = Counter()   # history-prefetched, history-asked, card-late, card-failed
+
+    # ---------------------------------------------------------------- prefetch
+    def prefetch(self, call_id: str, client_id: str | None) -> None:
+        """The router decided this call for this client: fetch the client's history now
+        (never waits). Kept for this call only (a ring group's pops share it; the next
+        call, after this one is stored, asks again)."""
+        if client_id is None or self._store is None or self._fresh(call_id, client_id) is not None:
+            return
+        try:
+            self._wanted.put_nowait(call_id)
+        except asyncio.QueueFull:
+            return  # asked at ring time instead
+        self._histories[call_id] = (time.monotonic(), client_id, asyncio.get_running_loop().create_future())
+        self._histories.move_to_end(call_id)
+        while len(self._histories) > PREFETCH_MAX:
+            _, (_, _, fut) = self._histories.popitem(last=False)
+            fut.cancel()
+
+    def _fresh(self, call_id: str, client_id: str) -> asyncio.Future[History] | None:
+        entry = self._histories.get(call_id)
+        if entry is None or entry[1] != client_id:
+            return None
+        if time.monotonic() - entry[0] > PREFETCH_TTL:
+            del self._histories[call_id]
+            entry[2].cancel()
+            return None
+        return entry[2]
+
+    async def run_prefetcher(self) -> None:
+        """The prefetch worker (a task of the builder's run)."""
+        while True:
+            call_id = await self._wanted.get()
+            entry = self._histories.get(call_id)
+            if entry is None or entry[2].done():
+                continue
+            _, client_id, fut = entry
+            try:
+                history = await asyncio.wait_for(self._store.pop_history(client_id), PREFETCH_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the ring-time path asks again
+                self._histories.pop(call_id, None)
+                fut.set_exception(e)
+                fut.exception()  # retrieved: nobody may be waiting
+                continue
+            if not fut.done():
+                fut.set_result(history)
+
+    async def _history(self, call_id: str, client_id: str) -> History:
+        fut = self._fresh(call_id, client_id)
+        if fut is not None:
+            try:
+                history = await asyncio.shield(fut)
+                self.stats["history-prefetched"] += 1
+                return history
+            except asyncio.CancelledError:
+                if fut.cancelled():  # evicted meanwhile: ask now
+                    return await self._store.pop_history(client_id)
+                raise
+            except Exception:  # noqa: BLE001 - the prefetch failed: ask now
+                pass
+        self.stats["history-asked"] += 1
+        return await self._store.pop_history(client_id)
 
     def route(self, call_id: str) -> tuple[RouteWhy | None, str | None]:
         logged = self._routes.peek(call_id) if self._routes is not None else None
@@ -62,13 +143,15 @@ class CardSource:
             if self._store is None:
                 return _card(info), "no-history"
             async with asyncio.timeout_at(deadline):
-                calls, callbacks = await self._store.pop_history(info.id)
+                calls, callbacks = await self._history(fact.call_id, info.id)
         except TimeoutError:
+            self.stats["card-late"] += 1
             throttled(log, "card-timeout", logging.WARNING,
                       "screen-pop: the store did not give the card of %s within %.0f ms; popped without history",
                       client_id or fact.caller.number, self.timeout * 1000)
             return (_card(info), "no-history") if info is not None else (None, "no-client")
         except Exception as e:  # noqa: BLE001 - the pop goes out anyway
+            self.stats["card-failed"] += 1
             throttled(log, "card-error", logging.WARNING, "screen-pop: card of %s failed: %s; popped without "
                       "history", client_id or fact.caller.number, e)
             return (_card(info), "no-history") if info is not None else (None, "no-client")
@@ -109,6 +192,24 @@ class PopBuilder(QueuedReporter):
     def wants(self, fact: Fact) -> bool:
         return isinstance(fact, AgentRinging | AgentAnswered | AgentEnded) and is_agent_pop(fact, self._extensions)
 
+    def offer(self, fact: Fact) -> bool:
+        """Queue the fact with the router's decision as it is now: by the time the queue
+        gets to it the call may be over, and its decision joined to the record and gone."""
+        if not self.wants(fact):
+            return True
+        if isinstance(fact, AgentRinging):
+            return self._writer.offer(_Routed(fact, *self.cards.route(fact.call_id)))  # type: ignore[arg-type]
+        return self._writer.offer(fact)
+
+    async def run(self) -> None:
+        """The queued facts, and beside them the history prefetcher (ends with them)."""
+        prefetching = asyncio.create_task(self.cards.run_prefetcher(), name="screen-pop-prefetch")
+        try:
+            await super().run()
+        finally:
+            prefetching.cancel()
+            await asyncio.gather(prefetching, return_exceptions=True)
+
     async def handle(self, facts: Sequence[Fact]) -> None:
         for fact in facts:
             try:
@@ -119,15 +220,18 @@ class PopBuilder(QueuedReporter):
                 self.stats["errors"] += 1
                 log.exception("screen-pop failed on %s", type(fact).__name__)
 
-    async def _one(self, fact: Fact) -> None:
-        if isinstance(fact, AgentEnded):
-            self.hub.publish(make_pop(fact))
+    async def _one(self, item: Any) -> None:
+        if not isinstance(item, _Routed):
+            self.hub.publish(make_pop(item))
             return
-        assert isinstance(fact, AgentRinging | AgentAnswered)
-        route, routed_client = self.cards.route(fact.call_id)
-        client_id = fact.client_id or routed_client
-        if isinstance(fact, AgentAnswered):
-            self.hub.publish(make_pop(fact))
-            return
-        card, status = await self.cards.card(fact, client_id)
-        self.hub.publish(make_pop(fact, card=card, card_status=status, route=route))
+        fact = item.fact
+        card, status = await self.cards.card(fact, fact.client_id or item.client_id)
+        self.hub.publish(make_pop(fact, card=card, card_status=status, route=item.route))
+
+
+@dataclass(frozen=True, slots=True)
+class _Routed:
+    """A ringing fact and the router's decision for its call, taken when it was offered."""
+    fact: AgentRinging
+    route: RouteWhy | None
+    client_id: str | None

@@ -6,7 +6,8 @@ A whole Daemon (SQLite store, web app, `[mqtt]` to the real broker) behind a fak
 server. For each call (the `answered_owner` recording, ids made unique per call) the
 clock starts when the fake server writes the call's first DialBegin frame and stops when
 the `ringing` pop arrives (a) at an MQTT subscriber and (b) at a manager's WebSocket
-client. Calls run one after another: the frames before that DialBegin are walked before
+client. Before each call the router is asked over FastAGI, as the dialplan does (not
+timed; its decision starts the fetch of the card's history). Calls run one after another: the frames before that DialBegin are walked before
 the clock starts, and each call is finished and stored before the next one begins. The ringing pop carries the full card (client from
 the directory in memory, last calls and open callbacks from the store).
 
@@ -36,6 +37,7 @@ from aiohttp import web
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from agisim import agi_call, route_request  # noqa: E402
 from callrouter.config import MqttConfig  # noqa: E402
 from fakeami import load_recording  # noqa: E402
 from webfixture import running_api  # noqa: E402
@@ -115,6 +117,8 @@ async def pops(host: str, port: int, calls: int) -> tuple[list[float], list[floa
                 async def no_history(client_id, limit=5):
                     return [], []
                 api.daemon.store.pop_history = no_history
+            if os.environ.get("BENCH_NO_PREFETCH"):  # diagnosis: the history asked at ring time
+                api.daemon.cards.prefetch = lambda call_id, client_id: None
             messages = sub.messages.__aiter__()
             ws = await http.ws_connect(api.url.replace("http", "ws") + "/api/pops/ws", headers=api.auth("ann"))
             async with asyncio.timeout(10):
@@ -137,6 +141,11 @@ async def pops(host: str, port: int, calls: int) -> tuple[list[float], list[floa
 
             for i in range(calls):
                 call = [f.replace(BASE, f"{1800000000 + i}.") for f in frames]
+                # as in the dialplan: the router is asked first (not timed); its decision
+                # starts the card's history fetch
+                routed = await agi_call("127.0.0.1", api.agi_port,
+                                        route_request("89161234567", linkedid=f"{1800000000 + i}.504"))
+                assert routed.variables.get("CLIENT_ID") == "c-ann", routed.variables
                 for f in call[:first_dial]:
                     api.ami.emit(f)
                 await settle(lambda: calllog.stats["events"] >= events + first_dial)  # not timed
@@ -151,6 +160,7 @@ async def pops(host: str, port: int, calls: int) -> tuple[list[float], list[floa
                 ws_ms.append((await asyncio.wait_for(waiting_ws, 10) - t0) * 1000)
                 body = json.loads(msg.payload)
                 assert body["card"] and body["card"]["id"] == "c-ann", body
+                assert body["card_status"] == "ok" and body["route"]["rule"], body
                 for f in call[first_dial + 1:]:
                     api.ami.emit(f)
                 events += len(call)

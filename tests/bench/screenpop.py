@@ -190,7 +190,9 @@ async def main() -> None:
           f"WebSocket {pct(ws_ms, 99) / pct(base_ws, 99):.1f}x; target p99 < 20 ms: "
           f"{'met' if max(pct(mqtt_ms, 99), pct(ws_ms, 99)) < 20 else 'MISSED'}")
     print(f"pops: ringing {counters.get('screenpop.ringing')}, mqtt published {counters.get('mqtt.published')}, "
-          f"dropped {counters.get('mqtt.dropped', 0)}")
+          f"dropped {counters.get('mqtt.dropped', 0)}; card history prefetched "
+          f"{counters.get('screenpop.history-prefetched', 0)}, asked at ring time {counters.get('screenpop.history-asked', 0)}, "
+          f"late {counters.get('screenpop.card-late', 0)}")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ async def test_each_manager_gets_only_their_own_pops(store_url: str) -> None:
         assert ringing["route"]["reason"] == routed.variables["ROUTE_REASON"] and ringing["route"]["trace"]
         counters = api.daemon.counters()
         assert counters["screenpop.history-prefetched"] == 1  # 101's card; 102's is no client of ours
+        async with http.get(f"{api.url}/metrics", headers=api.auth("sue")) as r:
+            metrics = await r.text()
+        assert 'callrouter_screenpop_pops_total{event="ringing"} 3.0' in metrics
         for w in (ann, bob, sue, bob_browser):
             await w.ws.close()
 
@@ -138,6 +141,11 @@ async def test_click_to_call(store_url: str) -> None:
         async with http.post(url, json={"client_id": "c-bob"}, headers=api.auth("sue")) as r:
             assert r.status == 403  # staff have no phone of their own here
         assert len(api.ami.originates) == 2
+        api.ami.refuse_originate = "Extension does not exist."
+        async with http.post(url, json={"client_id": "c-ann"}, headers=api.auth("ann")) as r:
+            assert r.status == 502
+            assert "Extension does not exist." in (await r.json())["error"]
+        api.ami.refuse_originate = None
         await api.ami.stop_listening()
         async with asyncio.timeout(10):
             while api.daemon.snapshot().pbx[0].connected:

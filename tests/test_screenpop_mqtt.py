@@ -177,8 +177,10 @@ async def test_daemon_publishes_from_mqtt_config(store_url: str) -> None:
     b = broker()
     frames = load_recording(RECORDINGS / "ring_group.ami.jsonl")
     async with subscribed(b, "lab/#") as got:
-        async with running_api(store_url, frames, mqtt=mqtt_cfg(b)) as api:
-            await wait_connected(api.daemon.mqtt)
+        async with running_api(store_url, mqtt=mqtt_cfg(b)) as api:
+            await wait_connected(api.daemon.mqtt)  # pops before that are dropped, by design
+            for raw in frames:
+                api.ami.emit(raw)
             await got.wait_for(1 + 5, 20)  # status + 5 pops
             counters = api.daemon.counters()
     pops = [(ext, ev) for ext, ev, _ in got.pops(b.prefix)]

@@ -165,3 +165,28 @@ ROUTES = [
           "their client", roles=("manager",), body=OriginateIn, response=OriginateOut, status=202,
           errors=(404, 409, 502, 503), tag="screen-pop"),
 ]
+
+
+class ScreenPopCollector:
+    """Prometheus: pops published by kind, what was dropped where, the broker link."""
+
+    def __init__(self, daemon):
+        self._daemon = daemon
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        c = self._daemon.counters()
+        pops = CounterMetricFamily("callrouter_screenpop_pops", "Screen-pops built, by event", labels=["event"])
+        for event in ("ringing", "answered", "ended"):
+            pops.add_metric([event], c.get(f"screenpop.{event}", 0))
+        dropped = CounterMetricFamily("callrouter_screenpop_dropped", "Screen-pops not delivered, by where",
+                                      labels=["where"])
+        dropped.add_metric(["mqtt"], c.get("mqtt.dropped", 0))
+        dropped.add_metric(["websocket"], c.get("screenpop.ws-slow-closed", 0))
+        yield pops
+        yield dropped
+        if "mqtt.connected" in c:
+            up = GaugeMetricFamily("callrouter_mqtt_connected", "1 when the MQTT broker link is up")
+            up.add_metric([], c["mqtt.connected"])
+            yield up

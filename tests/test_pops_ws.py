@@ -101,7 +101,9 @@ async def test_refused_handshakes(store_url: str) -> None:
         except aiohttp.WSServerHandshakeError as e:
             assert e.status == 403
         ws = await http.ws_connect(url.replace("http", "ws") + "?extension=101", headers=api.auth("sue"))
-        await ws.close()
+        await api.daemon.web.close()  # the daemon stopping: open sockets are told at once
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
 
 
 def test_a_slow_client_is_cut_off_and_counted() -> None:

@@ -32,6 +32,9 @@ class PopHub:
         except ValueError:
             pass
 
+    def sinks(self) -> tuple[PopSink, ...]:
+        return tuple(self._sinks)
+
     @property
     def subscribers(self) -> int:
         return len(self._sinks)

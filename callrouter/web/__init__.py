@@ -109,5 +109,7 @@ class WebServer:
 
     async def close(self) -> None:
         if self._runner is not None:
+            from .pops import close_sockets
+            await close_sockets(self._daemon.pops)
             await self._runner.cleanup()
             self._runner = None

@@ -37,8 +37,9 @@ ORIGINATE_TIMEOUT = 5.0  # s for the PBX to accept the Originate
 class WsSubscriber:
     """A hub subscriber for one WebSocket: its filter and its bounded queue."""
 
-    def __init__(self, extension: str | None, stats):
+    def __init__(self, extension: str | None, stats, ws: web.WebSocketResponse | None = None):
         self.extension = extension
+        self.ws = ws
         self.queue: asyncio.Queue[Pop | None] = asyncio.Queue(WS_QUEUE)
         self.too_slow = False
         self._stats = stats
@@ -76,9 +77,9 @@ async def pops_ws(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         raise ApiError(426, "this is a WebSocket: send the Upgrade handshake", headers={"Upgrade": "websocket"})
     await ws.prepare(request)
     hub = ctx.daemon.pops
-    sub = WsSubscriber(own or q.extension, hub.stats)
+    sub = WsSubscriber(own or q.extension, hub.stats, ws)
     hub.subscribe(sub)
-    hub.stats["ws-connected"] += 1
+    hub.stats["ws-opened"] += 1
 
     async def send() -> None:
         while True:
@@ -104,6 +105,14 @@ async def pops_ws(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         if not ws.closed:
             await ws.close()
     return ws
+
+
+async def close_sockets(hub) -> None:
+    """The daemon stops: every pop WebSocket is closed now (1001 going away; the page
+    reconnects to the next daemon), so the web server's shutdown does not wait for them."""
+    subs = [s for s in hub.sinks() if isinstance(s, WsSubscriber) and s.ws is not None]
+    await asyncio.gather(*(s.ws.close(code=1001, message=b"server stopping") for s in subs),
+                         return_exceptions=True)
 
 
 _CID_UNSAFE = re.compile(r'[\x00-\x1f\x7f"<>\\]')

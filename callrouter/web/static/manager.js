@@ -35,6 +35,10 @@ async function api(method, path, body) {
                                   body: body === undefined ? undefined : JSON.stringify(body) });
   let data = null;
   try { data = await res.json(); } catch (e) { data = null; }
+  if (res.status === 401 && state.me) {  // the session ended (expired, daemon restarted): log in again
+    sessionStorage.removeItem("csrf");
+    location.reload();
+  }
   if (!res.ok) {
     const err = new Error((data && data.error) || res.statusText);
     err.status = res.status;
@@ -95,9 +99,11 @@ function connect() {
 
 function showPop(pop) {
   const box = $("pop");
-  if (pop.event === "ringing" || !state.pop || state.pop.call_id !== pop.call_id) {
-    if (pop.event !== "ringing" && !state.pop) return;  // joined mid-call: nothing to show yet
-    if (pop.event === "ringing") state.pop = pop;
+  if (pop.event === "ringing") {
+    state.pop = pop;
+  } else if (!state.pop || state.pop.call_id !== pop.call_id || state.pop.extension !== pop.extension) {
+    if (pop.event === "ended") setTimeout(refresh, 1500);
+    return;  // not the call on screen (joined mid-call, or staff watching several phones)
   }
   box.className = "card " + pop.event;
   $("pop-empty").hidden = true;

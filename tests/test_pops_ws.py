@@ -131,7 +131,7 @@ async def test_click_to_call(store_url: str) -> None:
         sent = api.ami.originates[-1]
         assert sent["channel"] == "PJSIP/101" and sent["exten"] == "+79161234567"
         assert sent["context"] == "from-internal" and sent["actionid"] == out["action_id"]
-        assert sent["async"] == "true" and sent["variable"] == "CLIENT_ID=c-ann"
+        assert sent["async"] == "true" and sent["variable"] == "CALLROUTER_CLIENT_ID=c-ann"
         async with http.post(url, json={"client_id": "c-ann", "phone": "8 916 123-45-67"},
                              headers=api.auth("ann")) as r:
             assert r.status == 202

@@ -154,7 +154,8 @@ async def originate(request: web.Request, ctx: Ctx) -> web.Response:
               "Context": cfg.originate_context, "Priority": "1", "Async": "true",
               "Timeout": str(cfg.originate_timeout * 1000),
               "CallerID": f'"{_display(client.name)}" <{number}>',
-              "Variable": f"CLIENT_ID={client.id}"}  # the call record names its client (VarSet)
+              # not CLIENT_ID: the tracker takes a call carrying the router's variables for inbound
+              "Variable": f"CALLROUTER_CLIENT_ID={client.id}"}
     try:
         answer = await link.source.action(action, timeout=ORIGINATE_TIMEOUT, as_list=False)
     except AmiError as e:

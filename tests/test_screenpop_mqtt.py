@@ -191,3 +191,39 @@ async def test_daemon_publishes_from_mqtt_config(store_url: str) -> None:
     assert ringing[0]["card"]["recent_calls"][0]["call_id"] == "1700000001.1"
     assert counters["mqtt.published"] >= 5 and counters["screenpop.ringing"] == 2
     assert [p for t, p, _ in got.messages if t == f"{b.prefix}/lab/status"][0] == b"online"
+
+
+async def test_daemon_routes_and_logs_with_the_broker_down(store_url: str) -> None:
+    """`[mqtt]` names a broker that is not there: the daemon starts, answers FastAGI, logs
+    the call to the store, and drops (counts) its pops; the publisher keeps retrying."""
+    import socket
+
+    from agisim import agi_call, route_request
+    from webfixture import running_api
+    b = broker()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    dead = MqttConfig(host="127.0.0.1", port=dead_port, topic_prefix=b.prefix, reconnect_min=0.05,
+                      reconnect_max=0.1)
+    async with running_api(store_url, mqtt=dead) as api:
+        routed = await agi_call("127.0.0.1", api.agi_port, route_request("89161234567", linkedid="1795370423.504"))
+        assert routed.variables["CLIENT_ID"] == "c-ann" and routed.variables["ROUTE_DIAL"]
+        for raw in load_recording(RECORDINGS / "answered_owner.ami.jsonl"):
+            api.ami.emit(raw)
+        async with asyncio.timeout(20):
+            while await api.daemon.store.get_call("lab", "1795370423.504") is None:
+                await asyncio.sleep(0.05)
+            while api.daemon.counters().get("mqtt.dropped", 0) < 3:
+                await asyncio.sleep(0.02)
+        counters = api.daemon.counters()
+    record = await _stored(store_url, "1795370423.504")
+    assert record.outcome == "answered" and record.route is not None and record.route.rule
+    assert counters["mqtt.dropped"] == 3 and counters.get("mqtt.published", 0) == 0
+    assert counters["mqtt.connected"] == 0 and counters["mqtt.disconnects"] >= 1
+
+
+async def _stored(url: str, call_id: str):
+    from callrouter.store import Store
+    async with Store(url) as store:
+        return await store.get_call("lab", call_id)

@@ -21,6 +21,10 @@ when the database is back.
 Clients changed by another process (`callrouter import`, another daemon) reach the phone
 directory through the client change feed (`store/changes.py`), within a second.
 
+Screen-pop (`callrouter.screenpop`): the pop builder and the callback keeper are reporters
+like the record writer; the builder feeds `pops` (a hub) that the web app's WebSockets and,
+with `[mqtt]`, the MQTT publisher (a task here, stopped last: it says "offline") follow.
+
 The REST API (`callrouter.web`, `[web]` in the config) is one of the parts: built
 here, bound in `run`, closed first in `_stop`. What it needs is here: `snapshot()` (live calls, presence, AMI links),
 `counters()`, `reload()` (SIGHUP: rules and DND), `set_dnd()`, `clients_changed()`.

@@ -6,7 +6,8 @@
 
 Layout: `app.py` (routes declared once, validation, errors), `auth.py` (tokens,
 sessions, CSRF), `tokens.py` (making and hashing tokens), one module per resource
-(`clients`, `managers`, `calls`, `session`, `ops`), `openapi.py` (the document and the
+(`clients`, `managers`, `calls`, `session`, `ops`, `callbacks`; `pops`: the screen-pop
+WebSocket and click-to-call; `page`: the manager's page), `openapi.py` (the document and the
 docs page), `metrics.py` (Prometheus), `csvout.py` (CSV of any list).
 """
 from __future__ import annotations
@@ -24,7 +25,6 @@ SHUTDOWN_GRACE = 2.0  # s: requests in flight finish within this when the daemon
 
 def _routes() -> list[Route]:
     from . import calls, callbacks, clients, managers, ops, page, pops, session
-    # pops before calls: POST /api/calls/originate is no {pbx}/{call_id}
     return [*session.ROUTES, *clients.ROUTES, *managers.ROUTES, *pops.ROUTES, *calls.ROUTES, *callbacks.ROUTES,
             *ops.ROUTES, *page.ROUTES]
 

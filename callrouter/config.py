@@ -82,6 +82,36 @@ class WebConfig(_Strict):
     session_hours: float = Field(default=12.0, gt=0)
     # mark the session cookie Secure: set it when a TLS proxy is in front
     secure_cookie: bool = False
+
+
+class MqttConfig(_Strict):
+    """Screen-pops to an MQTT broker (callrouter.screenpop.mqtt); off when `[mqtt]` is absent."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    client_id: str | None = None          # None: callrouter-<first pbx>
+    topic_prefix: str = Field(default="callrouter", min_length=1, pattern=r"^[^#+]+$")
+    keepalive: int = Field(default=30, ge=5)
+    # pops waiting for the broker; beyond it (an outage) they are dropped and counted
+    queue_size: int = Field(default=1000, ge=1)
+    reconnect_min: float = Field(default=0.5, gt=0)
+    reconnect_max: float = Field(default=15.0, gt=0)
+
+
+class ScreenPopConfig(_Strict):
+    """The pop's card and click-to-call (callrouter.screenpop)."""
+    # the store part of a card (last calls, open callbacks) is waited for this long; then
+    # the pop goes without it (`card_status: "timeout"`)
+    card_timeout_ms: float = Field(default=150.0, gt=0)
+    # click-to-call: the dialplan context the client's number is dialled in
+    originate_context: str = "from-internal"
+    originate_timeout: int = Field(default=30, ge=1)   # s the manager's phone rings
+    # callbacks for clients without an owner go to this queue name
+    desk: str = "desk"
+
+
 class SpoolConfig(_Strict):
     """The local spool for what the database does not take (callrouter.store.spool)."""
     path: str = "callrouter-spool.db"
@@ -125,6 +155,8 @@ class Settings(BaseSettings):
     web: WebConfig = WebConfig()
     spool: SpoolConfig = SpoolConfig()
     webhook: WebhookConfig | None = None
+    mqtt: MqttConfig | None = None
+    screenpop: ScreenPopConfig = ScreenPopConfig()
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:

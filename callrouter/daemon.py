@@ -21,6 +21,10 @@ when the database is back.
 Clients changed by another process (`callrouter import`, another daemon) reach the phone
 directory through the client change feed (`store/changes.py`), within a second.
 
+Screen-pop (`callrouter.screenpop`): the pop builder and the callback keeper are reporters
+like the record writer; the builder feeds `pops` (a hub) that the web app's WebSockets and,
+with `[mqtt]`, the MQTT publisher (a task here, stopped last: it says "offline") follow.
+
 The REST API (`callrouter.web`, `[web]` in the config) is one of the parts: built
 here, bound in `run`, closed first in `_stop`. What it needs is here: `snapshot()` (live calls, presence, AMI links),
 `counters()`, `reload()` (SIGHUP: rules and DND), `set_dnd()`, `clients_changed()`.
@@ -49,6 +53,9 @@ from callrouter.routing.presence import Presence
 from callrouter.routing.router import Router
 from callrouter.routing.rules import RuleSet
 from callrouter.routing.types import AgentStatus
+from callrouter.screenpop.builder import CardSource, PopBuilder
+from callrouter.screenpop.hub import PopHub
+from callrouter.screenpop.keeper import CallbackKeeper
 from callrouter.store import Store
 from callrouter.store.changes import ClientChangeFeed
 from callrouter.store.spool import Spool, SpoolDrain
@@ -125,16 +132,28 @@ class Daemon:
         self.web: WebServer | None = None
         self.spool: Spool | None = None
         self.drain: SpoolDrain | None = None
+        # screen-pop: the builder feeds the hub; the MQTT publisher ([mqtt]) and the web
+        # app's WebSockets subscribe to it
+        self.pops = PopHub()
+        self.cards: CardSource | None = None
+        self.mqtt: Any = None
 
     # ------------------------------------------------------------------ building
     def build_reporters(self, store: Any) -> list[QueuedReporter]:
-        """The consumers of call facts this config asks for (the store writer always)."""
-        reporters: list[QueuedReporter] = [RecordWriter(store, spool=self.spool)]
-        if self.settings.webhook is not None:  # its outbox is a table in the spool file
+        """The consumers of call facts: the store writer, the callback keeper, the
+        screen-pop builder (whose hub the MQTT publisher and the WebSockets follow), and
+        the webhook when the config asks for one."""
+        s = self.settings
+        cards = self.cards = CardSource(self.directory, store, self.routes, s.screenpop.card_timeout_ms / 1000)
+        reporters: list[QueuedReporter] = [
+            RecordWriter(store, spool=self.spool),
+            CallbackKeeper(store, self.directory, desk=s.screenpop.desk),
+            PopBuilder(self.pops, cards, extensions=frozenset(m.extension for m in s.managers))]
+        if s.webhook is not None:  # its outbox is a table in the spool file
             from callrouter.webhook import WebhookReporter
             from callrouter.webhook.outbox import Outbox
-            outbox = Outbox(self.settings.spool.path, self.settings.webhook.max_bytes)
-            reporters.append(WebhookReporter(self.settings.webhook, outbox, store))
+            outbox = Outbox(s.spool.path, s.webhook.max_bytes)
+            reporters.append(WebhookReporter(s.webhook, outbox, store))
         return reporters
 
     def _decision_log(self, store: Any) -> Any:
@@ -164,6 +183,10 @@ class Daemon:
                                  pbx_by_peer=pbx_by_address(s.pbx), clock=self._clock,
                                  on_decision=self._decided)
         self.reporters = self.build_reporters(store)
+        if s.mqtt is not None:
+            from callrouter.screenpop.mqtt import MqttPublisher
+            self.mqtt = MqttPublisher(s.mqtt, [p.name for p in s.pbx])
+            self.pops.subscribe(self.mqtt)
         self.web = WebServer(self) if s.web.enabled else None
         for cfg in s.pbx:
             tracker = Tracker(cfg.name, self.devices, s.default_region)
@@ -203,6 +226,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 log_task = tg.create_task(self.decision_log.run(), name="decision-log")
                 reporting = [tg.create_task(r.run(), name=f"reporter-{r.name}") for r in self.reporters]
+                mqtt_task = tg.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
                 loading = tg.create_task(self._load_directory(), name="directory-load")
                 if self._wait_for_directory:
                     await asyncio.wait([loading])
@@ -217,7 +241,12 @@ class Daemon:
                 self.started.set()
                 await stop.wait()
                 await self._stop(pbx_tasks, reporting, log_task, periodic)
-            log.info("stopped: %d call record(s) written", sum(r.stats["saved"] for r in self.reporters))
+                if mqtt_task is not None:
+                    # what the builder published is out (or dropped), "offline" said, then gone
+                    await self.mqtt.close(0.5)
+                    mqtt_task.cancel()
+            log.info("stopped: %d call record(s) written",
+                     sum(r.stats["saved"] for r in self.reporters if isinstance(r, RecordWriter)))
 
     async def _stop(self, pbx_tasks: list[asyncio.Task], reporting: list[asyncio.Task], log_task: asyncio.Task,
                     periodic: list[asyncio.Task]) -> None:
@@ -256,6 +285,8 @@ class Daemon:
         the decision to the call record) and the latency histogram."""
         assert self.routes is not None
         self.routes.add(call)
+        if self.cards is not None:  # the screen-pop's history, fetched before the phone rings
+            self.cards.prefetch((call.pbx, call.linkedid), call.decision.client_id)
         if self.web is not None:
             self.web.on_decision(call)
 
@@ -345,6 +376,16 @@ class Daemon:
             for k, v in r.stats.items():
                 out[f"reporter.{r.name}.{k}"] = v
             out[f"reporter.{r.name}.depth"] = r.depth
+        for k, v in self.pops.stats.items():
+            out[f"screenpop.{k}"] = v
+        if self.cards is not None:
+            for k, v in self.cards.stats.items():
+                out[f"screenpop.{k}"] = v
+        if self.mqtt is not None:
+            for k, v in self.mqtt.stats.items():
+                out[f"mqtt.{k}"] = v
+            out["mqtt.connected"] = int(self.mqtt.connected)
+            out["mqtt.depth"] = self.mqtt.depth
         if self.agi is not None:
             for k, v in self.agi.stats.items():
                 out[f"agi.{k}"] = v

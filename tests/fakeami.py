@@ -93,6 +93,8 @@ class FakeAmi:
         self.device_states: dict[str, str] = {}
         self.extension_states: dict[tuple[str, str], dict[str, str]] = {}
         self.actions: list[str] = []                   # every action name received
+        self.originates: list[dict[str, str]] = []     # every Originate's headers (lower-case keys)
+        self.refuse_originate: str | None = None       # set: Originate answered Error with this message
         self.login_times: list[float] = []             # loop.time() of each accepted Login
 
     async def __aenter__(self) -> FakeAmi:
@@ -266,6 +268,15 @@ class FakeAmi:
                 if self.answer_ping:
                     writer.write(f"Response: Success\r\nActionID: {aid}\r\nPing: Pong\r\n"
                                  f"Timestamp: {time.time():.6f}\r\n\r\n".encode())
+            elif name == "originate" and writer in self._logged_in:
+                # Async: true is queued at once, as Asterisk answers it (the call follows as events)
+                self.originates.append(action)
+                if self.refuse_originate is not None:
+                    writer.write(f"Response: Error\r\nActionID: {aid}\r\n"
+                                 f"Message: {self.refuse_originate}\r\n\r\n".encode())
+                else:
+                    writer.write(f"Response: Success\r\nActionID: {aid}\r\n"
+                                 "Message: Originate successfully queued\r\n\r\n".encode())
             elif name == "logoff":
                 writer.write(f"Response: Goodbye\r\nActionID: {aid}\r\n"
                              "Message: Thanks for all the fish.\r\n\r\n".encode())

@@ -20,6 +20,8 @@ CORE = [
     "callrouter.routing.presence",
     "callrouter.agi.protocol",
     "callrouter.text",
+    "callrouter.screenpop.model",
+    "callrouter.screenpop.callbacks",
 ]
 FORBIDDEN = ["asyncio", "sqlalchemy", "aiosqlite", "asyncpg", "aiohttp", "panoramisk", "aiomqtt",
              "pydantic_settings", "signal", "alembic", "yarl"]

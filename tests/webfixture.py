@@ -43,6 +43,7 @@ class Api:
     url: str
     daemon: Daemon
     agi_port: int
+    ami: FakeAmi
     tokens: dict[str, str] = field(default_factory=dict)
 
     def auth(self, user: str) -> dict[str, str]:
@@ -72,18 +73,21 @@ async def seed(store: Store) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def running_api(store_url: str) -> AsyncIterator[Api]:
+async def running_api(store_url: str, frames: list = (), **settings_overrides) -> AsyncIterator[Api]:
+    """`frames`: what the fake PBX plays after the daemon logs in; `settings_overrides`:
+    more Settings fields (e.g. `mqtt=MqttConfig(...)`)."""
     await upgrade(store_url)
     async with Store(store_url) as store:
         tokens = await seed(store)
     with TemporaryDirectory() as spool_dir:
-        async with FakeAmi([]) as ami:
+        async with FakeAmi(list(frames)) as ami:
             settings = Settings(database_url=store_url, rules_dir=str(RULES),
                                 agi=AgiConfig(host=HOST, port=0, decision_log="inline"), web=WebConfig(host=HOST, port=0),
                                 spool=SpoolConfig(path=f"{spool_dir}/spool.db"),
                                 pbx=(PbxConfig(name="lab", host=HOST, port=ami.port),),
                                 managers=(ManagerConfig(extension="101", devices=("PJSIP/101",)),
-                                          ManagerConfig(extension="102", devices=("PJSIP/102",))))
+                                          ManagerConfig(extension="102", devices=("PJSIP/102",))),
+                                **settings_overrides)
             daemon = Daemon(settings, clock=lambda: MONDAY_10, wait_for_directory=True)
             stop = asyncio.Event()
             running = asyncio.create_task(daemon.run(stop))
@@ -94,7 +98,7 @@ async def running_api(store_url: str) -> AsyncIterator[Api]:
                 end = loop.time() + 10
                 while not all(p.connected for p in daemon.snapshot().pbx) and loop.time() < end:
                     await asyncio.sleep(0.02)
-                yield Api(f"http://{HOST}:{daemon.web.port}", daemon, daemon.agi.port, tokens)
+                yield Api(f"http://{HOST}:{daemon.web.port}", daemon, daemon.agi.port, ami, tokens)
             finally:
                 stop.set()
                 await asyncio.wait_for(running, 20)

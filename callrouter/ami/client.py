@@ -383,14 +383,17 @@ class AmiSource:
         if self._error is not None:
             raise self._error
 
-    async def action(self, action: Mapping[str, str], timeout: float | None = None):
+    async def action(self, action: Mapping[str, str], timeout: float | None = None, *,
+                     as_list: bool | None = None):
         """Send one AMI action on the current connection; its response (a list of messages
         for list actions). Raises AmiError when not logged in or on no answer in `timeout`
-        (default: the connect timeout). List items it produces also go into `events()`."""
+        (default: the connect timeout). List items it produces also go into `events()`.
+        `as_list=False`: the first response is the answer (an asynchronous Originate, whose
+        OriginateResponse event comes only when the call is answered or fails)."""
         proto = self._proto
         if proto is None or proto.closed or not proto.logged_in:
             raise AmiError(f"{self.where}: not logged in; {action.get('Action')} not sent")
-        future = self._manager.send_action(dict(action))
+        future = self._manager.send_action(dict(action), as_list=as_list)
         try:
             async with asyncio.timeout(timeout if timeout is not None else self._cfg.connect_timeout):
                 return await asyncio.shield(future)

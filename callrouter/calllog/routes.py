@@ -26,6 +26,7 @@ _MAX = 50_000
 class LoggedRoute:
     route: RouteInfo
     client_id: str | None
+    trace: tuple[str, ...] = ()   # the rules tried (the screen-pop says why the call came here)
 
 
 class RouteLog:
@@ -37,7 +38,7 @@ class RouteLog:
         """FastAGI `on_decision` hook."""
         d = call.decision
         entry = LoggedRoute(RouteInfo(rule=d.rule or None, reason=d.reason or None, dial=d.dial or None,
-                                      latency_ms=round(call.latency_ms, 3)), d.client_id)
+                                      latency_ms=round(call.latency_ms, 3)), d.client_id, d.trace)
         for i in (call.linkedid, call.uniqueid):
             if i:
                 key = (call.pbx, i)
@@ -45,6 +46,10 @@ class RouteLog:
                 self._by_id.move_to_end(key)
         while len(self._by_id) > self._max:
             self._by_id.popitem(last=False)
+
+    def peek(self, pbx: str, call_id: str) -> LoggedRoute | None:
+        """The decision for a call still in flight (its linkedid), left in place for `enrich`."""
+        return self._by_id.get((pbx, call_id))
 
     def enrich(self, fact: CallFinished) -> CallFinished:
         r = fact.record

@@ -258,3 +258,25 @@ class ClientChange(Base):
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     client_id: Mapped[str] = mapped_column(String)
     changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class CallbackRow(Base):
+    """A callback task (migration 0005): opened by a missed or abandoned inbound call from
+    a known client, for its owner (or the desk queue); closed by the next answered call
+    with that client either way (`closed_by_call`) or by hand (`closed_by`, a user)."""
+    __tablename__ = "callbacks"
+    __table_args__ = (UniqueConstraint("pbx", "call_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pbx: Mapped[str] = mapped_column(String)
+    call_id: Mapped[str] = mapped_column(String)
+    client_id: Mapped[str] = mapped_column(String, index=True)
+    assignee: Mapped[str] = mapped_column(String, index=True)
+    assignee_kind: Mapped[str] = mapped_column(String)     # owner | queue
+    reason: Mapped[str] = mapped_column(String)            # the opening call's outcome
+    caller_number: Mapped[str | None] = mapped_column(String)
+    call_started_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    closed_at: Mapped[datetime | None]
+    closed_by_call: Mapped[str | None] = mapped_column(String)
+    closed_by: Mapped[str | None] = mapped_column(String)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callrouter.config import ManagerConfig
 from callrouter.records import CallRecord
 
-from . import calls, clients, deadletters, managers, queries, routing, users
+from . import callbacks, calls, clients, deadletters, managers, queries, routing, users
 from .clients import Client
 from .deadletters import DeadLetter
 from .engine import DEFAULT_STATEMENT_TIMEOUT, make_engine
@@ -198,6 +198,36 @@ class Store:
                                   ) -> tuple[CallRecord, list[queries.StoredDecision]] | None:
         async with self.engine.connect() as conn:
             return await queries.call_with_decisions(conn, pbx, call_id, visible_to=visible_to)
+
+    # callbacks and the screen-pop card's history (store/callbacks.py)
+    async def apply_callbacks(self, actions: Sequence[callbacks.NewCallback | callbacks.CloseBy]
+                              ) -> tuple[int, int]:
+        """Open (idempotent by call) and close callbacks, in the order of the calls that
+        caused them; one transaction. (opened, closed) counts."""
+        n_open = n_closed = 0
+        async with self.engine.begin() as conn:
+            for a in actions:
+                if isinstance(a, callbacks.CloseBy):
+                    n_closed += await callbacks.close_by_call(conn, a.client_id, a.call_id, a.started_at)
+                else:
+                    n_open += await callbacks.open_callback(conn, a)
+        return n_open, n_closed
+
+    async def list_callbacks(self, **kw: Any) -> list[callbacks.Callback]:
+        async with self.engine.connect() as conn:
+            return await callbacks.list_callbacks(conn, **kw)
+
+    async def callback_done(self, callback_id: int, user: str, visible_to: str | None = None
+                            ) -> callbacks.Callback | None:
+        async with self.engine.begin() as conn:
+            return await callbacks.mark_done(conn, callback_id, user, visible_to)
+
+    async def pop_history(self, client_id: str, limit: int = 5
+                          ) -> tuple[list[callbacks.RecentCallRow], list[callbacks.Callback]]:
+        """A card's last calls and open callbacks, on one connection."""
+        async with self.engine.connect() as conn:
+            return (await callbacks.recent_calls(conn, client_id, limit),
+                    await callbacks.list_callbacks(conn, client_id=client_id, limit=20))
 
     async def ping(self) -> None:
         """One round trip to the database (health checks)."""

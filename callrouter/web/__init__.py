@@ -6,7 +6,8 @@
 
 Layout: `app.py` (routes declared once, validation, errors), `auth.py` (tokens,
 sessions, CSRF), `tokens.py` (making and hashing tokens), one module per resource
-(`clients`, `managers`, `calls`, `session`, `ops`), `openapi.py` (the document and the
+(`clients`, `managers`, `calls`, `session`, `ops`, `callbacks`; `pops`: the screen-pop
+WebSocket and click-to-call; `page`: the manager's page), `openapi.py` (the document and the
 docs page), `metrics.py` (Prometheus), `csvout.py` (CSV of any list).
 """
 from __future__ import annotations
@@ -23,8 +24,9 @@ SHUTDOWN_GRACE = 2.0  # s: requests in flight finish within this when the daemon
 
 
 def _routes() -> list[Route]:
-    from . import calls, clients, managers, ops, session
-    return [*session.ROUTES, *clients.ROUTES, *managers.ROUTES, *calls.ROUTES, *ops.ROUTES]
+    from . import calls, callbacks, clients, managers, ops, page, pops, session
+    return [*session.ROUTES, *clients.ROUTES, *managers.ROUTES, *pops.ROUTES, *calls.ROUTES, *callbacks.ROUTES,
+            *ops.ROUTES, *page.ROUTES]
 
 
 def _serve(route: Route, daemon: Any):
@@ -107,5 +109,7 @@ class WebServer:
 
     async def close(self) -> None:
         if self._runner is not None:
+            from .pops import close_sockets
+            await close_sockets(self._daemon.pops)
             await self._runner.cleanup()
             self._runner = None

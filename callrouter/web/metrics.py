@@ -74,6 +74,8 @@ class Metrics:
     def __init__(self, daemon: Any):
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(DaemonCollector(daemon))
+        from .pops import ScreenPopCollector
+        self.registry.register(ScreenPopCollector(daemon))
         self.route_latency = Histogram("callrouter_route_latency_seconds",
                                        "FastAGI: connection accepted to the answer written",
                                        buckets=LATENCY_BUCKETS, registry=self.registry)

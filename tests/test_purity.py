@@ -20,6 +20,7 @@ CORE = [
     "callrouter.routing.presence",
     "callrouter.agi.protocol",
     "callrouter.text",
+    "callrouter.periods",
 ]
 FORBIDDEN = ["asyncio", "sqlalchemy", "aiosqlite", "asyncpg", "aiohttp", "panoramisk", "aiomqtt",
              "pydantic_settings", "signal", "alembic", "yarl"]

@@ -72,7 +72,7 @@ async def seed(store: Store) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def running_api(store_url: str) -> AsyncIterator[Api]:
+async def running_api(store_url: str, **settings_extra) -> AsyncIterator[Api]:
     await upgrade(store_url)
     async with Store(store_url) as store:
         tokens = await seed(store)
@@ -83,7 +83,8 @@ async def running_api(store_url: str) -> AsyncIterator[Api]:
                                 spool=SpoolConfig(path=f"{spool_dir}/spool.db"),
                                 pbx=(PbxConfig(name="lab", host=HOST, port=ami.port),),
                                 managers=(ManagerConfig(extension="101", devices=("PJSIP/101",)),
-                                          ManagerConfig(extension="102", devices=("PJSIP/102",))))
+                                          ManagerConfig(extension="102", devices=("PJSIP/102",))),
+                                **settings_extra)
             daemon = Daemon(settings, clock=lambda: MONDAY_10, wait_for_directory=True)
             stop = asyncio.Event()
             running = asyncio.create_task(daemon.run(stop))

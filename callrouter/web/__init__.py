@@ -24,7 +24,13 @@ SHUTDOWN_GRACE = 2.0  # s: requests in flight finish within this when the daemon
 
 def _routes() -> list[Route]:
     from . import calls, clients, managers, ops, session
-    return [*session.ROUTES, *clients.ROUTES, *managers.ROUTES, *calls.ROUTES, *ops.ROUTES]
+    return [*session.ROUTES, *clients.ROUTES, *managers.ROUTES, *calls.ROUTES, *ops.ROUTES, *_supervisors()]
+
+
+def _supervisors() -> list[Route]:
+    """Issue 17: statistics, deals and targets, recordings, the dashboard."""
+    from . import dashboard, recordings, stats, targets
+    return [*stats.ROUTES, *targets.ROUTES, *recordings.ROUTES, *dashboard.ROUTES]
 
 
 def _serve(route: Route, daemon: Any):

@@ -16,18 +16,18 @@ themselves, so it does not depend on a callbacks table.
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, and_, case, cast, exists, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Integer, and_, case, cast, exists, func, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callrouter.periods import BUCKET_SECONDS, Counts, Period
 from callrouter.records import CallRecord
 
-from .queries import _involves
 from .schema import Call, CallLeg, ClientPhone, ClientRow, DealCount, Manager
 
 _calls = Call.__table__
@@ -97,6 +97,14 @@ def called_back() -> ColumnElement[bool]:
         and_(c.peer_number.is_not(None), exists().where(later, k.c.peer_number == c.peer_number)))
 
 
+def _involves(extension: str) -> ColumnElement[bool]:
+    """The call list's rule (store.queries): answered, held at the end, or rang them. The
+    legs as an uncorrelated IN, which PostgreSQL hashes once per statement, rather than an
+    EXISTS probed for every call of the period."""
+    return or_(c.answered_by == extension, c.final_agent == extension,
+               c.id.in_(select(_legs.c.call_id).where(_legs.c.agent == extension)))
+
+
 def _scoped(stmt: Any, s: StatsScope) -> Any:
     # internal calls (manager to manager) are no client's call: counted nowhere here
     stmt = stmt.where(c.started_at >= s.period.since, c.started_at < s.period.until, c.direction.in_(("in", "out")))
@@ -119,14 +127,14 @@ def _figures(with_callbacks: bool) -> list[Any]:
             _total(_IN & _ANS, func.coalesce(c.ring_seconds, 0.0)), _n(_IN & _ANS & c.ring_seconds.is_not(None)),
             _total(_ANS, func.coalesce(c.talk_seconds, 0.0)), _n(_ANS & c.talk_seconds.is_not(None))]
     if with_callbacks:
-        cb = called_back()
-        cols += [_n(_IN & _MISS & cb), _n(_IN & _MISS & ~cb)]
+        # the EXISTS once per missed call: open = misses - done
+        cols += [_n(_IN & _MISS & called_back()), _n(_IN & _MISS)]
     return cols
 
 
 def _aggregate(key: Any, row: Sequence[Any], with_callbacks: bool) -> Aggregate:
     v = list(row)
-    cb = (int(v[10]), int(v[11])) if with_callbacks else (0, 0)
+    cb = (int(v[10]), int(v[11]) - int(v[10])) if with_callbacks else (0, 0)
     return Aggregate(key, int(v[0]), int(v[1]), int(v[2]), int(v[3]), int(v[4]), int(v[5]), float(v[6]), int(v[7]),
                      float(v[8]), int(v[9]), *cb)
 
@@ -177,10 +185,8 @@ async def buckets(conn: AsyncConnection, s: StatsScope) -> list[tuple[int, Count
     return [(int(r[0]), Counts(*(int(x) for x in r[1:]))) for r in rows]
 
 
-async def per_manager(conn: AsyncConnection, s: StatsScope, deal_days: tuple[date, date]) -> list[Aggregate]:
-    """One row per manager (see the module docstring for what counts for whom)."""
-    who = s.manager or s.visible_to
-    # 1. answered inbound (by answered_by) and outbound (by final_agent)
+async def _answered_part(conn: AsyncConnection, s: StatsScope, who: str | None) -> dict[str, list[Any]]:
+    """Inbound answered (for answered_by) and outbound (for final_agent), per manager."""
     mgr = case((_OUT, c.final_agent), else_=c.answered_by).label("mgr")
     a = _scoped(select(mgr, *_figures(False)).select_from(_calls), StatsScope(s.period, pbx=s.pbx))
     a = a.where(or_(_OUT, _IN & _ANS))
@@ -188,35 +194,68 @@ async def per_manager(conn: AsyncConnection, s: StatsScope, deal_days: tuple[dat
         a = a.where(or_(and_(_OUT, c.final_agent == who), and_(_IN, c.answered_by == who)))
     else:
         a = a.where(mgr.is_not(None))
-    figures: dict[str, list[Any]] = {}
-    for r in await conn.execute(a.group_by(mgr)):
-        figures[r[0]] = list(r[1:]) + [0, 0]   # inbound here = answered (the filter above)
-    # 2. inbound nobody answered, for every manager it rang (once per call and manager)
-    cb = called_back().label("cb")
-    rang = _scoped(select(_legs.c.agent.label("agent"), c.id, c.outcome, cb).distinct()
-                   .select_from(_calls.join(_legs, _legs.c.call_id == c.id)), StatsScope(s.period, pbx=s.pbx))
-    rang = rang.where(_IN, c.outcome != "answered", _legs.c.agent.is_not(None))
+    # inbound here = answered (the filter above); the last two: callbacks (none here)
+    return {r[0]: list(r[1:]) + [0, 0] for r in await conn.execute(a.group_by(mgr))}
+
+
+async def _unanswered_part(conn: AsyncConnection, s: StatsScope, who: str | None) -> list[tuple]:
+    """Inbound nobody answered, for every manager it rang (once per call and manager):
+    (agent, calls, missed, abandoned, called back, not called back)."""
+    # the called-back check runs once per call, in a subquery kept apart by OFFSET (else
+    # PostgreSQL pulls it up and evaluates the EXISTS once per leg)
+    unanswered = _scoped(select(c.id, c.outcome, case((_MISS, called_back()), else_=False).label("cb"))
+                         .select_from(_calls), StatsScope(s.period, pbx=s.pbx))
+    unanswered = unanswered.where(_IN, c.outcome != "answered")
     if who is not None:
-        rang = rang.where(_legs.c.agent == who)
+        # from the manager's legs (indexed by agent), not from every call of the period
+        unanswered = unanswered.where(c.id.in_(select(_legs.c.call_id).where(_legs.c.agent == who)))
+    u = unanswered.offset(0).subquery()
+    on = [_legs.c.call_id == u.c.id, _legs.c.agent.is_not(None)] + ([_legs.c.agent == who] if who else [])
+    if conn.dialect.name == "postgresql":
+        # LATERAL (kept apart by OFFSET): a few thousand primary-key probes into
+        # call_legs; a plain join gets a hash join over every leg ever stored (measured)
+        lat = select(_legs.c.agent).where(*on).offset(0).lateral("l")
+        rang = select(lat.c.agent, u.c.id, u.c.outcome, u.c.cb).distinct().select_from(u.join(lat, true()))
+    else:
+        rang = (select(_legs.c.agent.label("agent"), u.c.id, u.c.outcome, u.c.cb).distinct()
+                .select_from(u.join(_legs, and_(*on))))
     r_ = rang.subquery()
     miss = r_.c.outcome.in_(UNANSWERED_MISSES)
     b = select(r_.c.agent, func.count(), _n(r_.c.outcome == "missed"), _n(r_.c.outcome == "abandoned"),
                _n(miss & (r_.c.cb == True)), _n(miss & (r_.c.cb == False))).group_by(r_.c.agent)  # noqa: E712
-    for agent, n, missed, abandoned, done, open_ in await conn.execute(b):
+    return [tuple(r) for r in await conn.execute(b)]
+
+
+def _combine(s: StatsScope, who: str | None, figures: dict[str, list[Any]], unanswered: list[tuple],
+             deals: dict[str, int]) -> list[Aggregate]:
+    for agent, n, missed, abandoned, done, open_ in unanswered:
         v = figures.setdefault(agent, [0] * 12)
         v[0] += int(n)
         v[2] += int(missed)
         v[3] += int(abandoned)
         v[10] += int(done)
-        v[11] += int(open_)
-    deals = await deal_totals(conn, deal_days[0], deal_days[1], who)
+        v[11] += int(done) + int(open_)   # _aggregate's shape: done, then all misses
     names = set(figures) | set(deals) | (set(s.managers) if who is None else {who})
-    out = []
-    for ext in sorted(names):
-        v = figures.get(ext, [0] * 12)
-        agg = _aggregate(ext, v, True)
-        out.append(Aggregate(**{**_asdict(agg), "deals": deals.get(ext, 0)}))
-    return out
+    return [Aggregate(**{**_asdict(_aggregate(ext, figures.get(ext, [0] * 12), True)), "deals": deals.get(ext, 0)})
+            for ext in sorted(names)]
+
+
+async def per_manager(conn: AsyncConnection, s: StatsScope, deal_days: tuple[date, date]) -> list[Aggregate]:
+    """One row per manager (see the module docstring for what counts for whom)."""
+    who = s.manager or s.visible_to
+    return _combine(s, who, await _answered_part(conn, s, who), await _unanswered_part(conn, s, who),
+                    await deal_totals(conn, deal_days[0], deal_days[1], who))
+
+
+async def manager_table(engine: AsyncEngine, s: StatsScope, deal_days: tuple[date, date]
+                        ) -> tuple[list[Aggregate], Aggregate]:
+    """`per_manager` and `team` at once: their three statements run concurrently, each on
+    its own pooled connection (the answer waits for the slowest, not for the sum)."""
+    who = s.manager or s.visible_to
+    answered, unanswered, deals, whole = await asyncio.gather(
+        run(engine, _answered_part, s, who), run(engine, _unanswered_part, s, who),
+        run(engine, deal_totals, deal_days[0], deal_days[1], who), run(engine, team, s))
+    return _combine(s, who, answered, unanswered, deals), whole
 
 
 def _asdict(a: Aggregate) -> dict[str, Any]:
@@ -289,8 +328,12 @@ async def not_called_back(conn: AsyncConnection, s: StatsScope, *, before: int |
 async def run(engine: AsyncEngine, fn: Any, *args: Any, **kw: Any) -> Any:
     """One read-only connection for one query function of this module."""
     async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # the estimates of these aggregates pass jit_above_cost, and compiling them
+            # costs more (~85 ms measured) than the milliseconds it could save
+            await conn.execute(text("SET LOCAL jit = off"))
         return await fn(conn, *args, **kw)
 
 
 __all__ = ["Aggregate", "NotContacted", "StatsScope", "team", "grouped", "buckets", "per_manager", "deal_totals",
-           "not_contacted", "not_called_back", "manager_list", "run"]
+           "manager_table", "not_contacted", "not_called_back", "manager_list", "run"]

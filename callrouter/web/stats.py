@@ -91,8 +91,7 @@ async def manager_table(ctx: Ctx, q: StatsQuery) -> ManagerStatsTable:
     names = {m.extension: m.name for m in managers}
     s = scope(q, ctx, names)
     days = periods.days_of(s.period, zone(ctx))
-    per = await st.run(ctx.store.engine, st.per_manager, s, days)
-    team = await st.run(ctx.store.engine, st.team, s)
+    per, team = await st.manager_table(ctx.store.engine, s, days)
     items = []
     for a in per:
         handled = a.inbound_answered + a.outbound

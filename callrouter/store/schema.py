@@ -140,6 +140,10 @@ class Call(Base):
               postgresql_where=text("outcome = 'answered'"), sqlite_where=text("outcome = 'answered'")),
         Index("ix_calls_peer_number_answered", "peer_number", "started_at",
               postgresql_where=text("outcome = 'answered'"), sqlite_where=text("outcome = 'answered'")),
+        # inbound calls nobody answered (a sixth of them): missed-call lists and stats
+        Index("ix_calls_unanswered_in", "started_at",
+              postgresql_where=text("direction = 'in' AND outcome <> 'answered'"),
+              sqlite_where=text("direction = 'in' AND outcome <> 'answered'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -25,6 +25,7 @@ depends_on: Union[str, Sequence[str], None] = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _ANSWERED = sa.text("outcome = 'answered'")
+_UNANSWERED_IN = sa.text("direction = 'in' AND outcome <> 'answered'")
 
 
 def upgrade() -> None:
@@ -38,6 +39,8 @@ def upgrade() -> None:
                     postgresql_where=_ANSWERED, sqlite_where=_ANSWERED)
     op.create_index("ix_calls_peer_number_answered", "calls", ["peer_number", "started_at"],
                     postgresql_where=_ANSWERED, sqlite_where=_ANSWERED)
+    op.create_index("ix_calls_unanswered_in", "calls", ["started_at"], postgresql_where=_UNANSWERED_IN,
+                    sqlite_where=_UNANSWERED_IN)
     op.create_table(
         "deals",
         sa.Column("extension", sa.String(), nullable=False),
@@ -78,7 +81,7 @@ def downgrade() -> None:
     op.drop_table("recording_access")
     op.drop_table("targets")
     op.drop_table("deals")
-    for name in ("ix_calls_peer_number_answered", "ix_calls_client_id_answered",
+    for name in ("ix_calls_unanswered_in", "ix_calls_peer_number_answered", "ix_calls_client_id_answered",
                  "ix_calls_final_agent_started_at", "ix_calls_answered_by_started_at"):
         op.drop_index(name, table_name="calls")
     with op.batch_alter_table("calls") as batch:

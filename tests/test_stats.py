@@ -209,6 +209,19 @@ async def test_month_per_manager_team_tier_queue(dataset) -> None:
         check(a, figures(want_q[a.key], calls))
 
 
+@pytest.mark.parametrize("who", [None, "102"])
+async def test_the_managers_table_is_per_manager_and_team_at_once(dataset, who) -> None:
+    store, _, calls = dataset
+    p = periods.calendar_period("month", date(2026, 11, 5), TZ)
+    scope = st.StatsScope(p, managers=MANAGERS, manager=who, visible_to=who)
+    per, team = await st.manager_table(store.engine, scope, periods.days_of(p, TZ))
+    assert per == await st.run(store.engine, st.per_manager, scope, periods.days_of(p, TZ))
+    assert team == await st.run(store.engine, st.team, scope)
+    rows = in_period(calls, p)
+    check(team, figures([r for r in rows if who is None or involves(r, who)], calls))
+    assert team.callbacks_done and team.callbacks_open  # the check above can fail both ways
+
+
 async def test_a_manager_sees_their_own_figures_only(dataset) -> None:
     store, _, calls = dataset
     p = periods.calendar_period("week", date(2026, 11, 12), TZ)

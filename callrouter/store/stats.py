@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, and_, case, cast, exists, func, or_, select, text, true
+from sqlalchemy import BigInteger, ColumnElement, Integer, and_, case, cast, exists, func, null, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callrouter.periods import BUCKET_SECONDS, Counts, Period
@@ -140,12 +140,12 @@ def _aggregate(key: Any, row: Sequence[Any], with_callbacks: bool) -> Aggregate:
 
 
 # ------------------------------------------------------------------ queries
-async def team(conn: AsyncConnection, s: StatsScope) -> Aggregate:
+async def team(conn: AsyncConnection, s: StatsScope, with_callbacks: bool = True) -> Aggregate:
     """Every call of the scope once (a missed call that rang three managers counts once)."""
-    stmt = _scoped(select(*_figures(True)).select_from(_calls), s)
+    stmt = _scoped(select(*_figures(with_callbacks)).select_from(_calls), s)
     if s.manager is not None:
         stmt = stmt.where(_involves(s.manager))
-    return _aggregate("team", (await conn.execute(stmt)).one(), True)
+    return _aggregate("team", (await conn.execute(stmt)).one(), with_callbacks)
 
 
 async def grouped(conn: AsyncConnection, s: StatsScope, by: str) -> list[Aggregate]:
@@ -198,9 +198,11 @@ async def _answered_part(conn: AsyncConnection, s: StatsScope, who: str | None) 
     return {r[0]: list(r[1:]) + [0, 0] for r in await conn.execute(a.group_by(mgr))}
 
 
-async def _unanswered_part(conn: AsyncConnection, s: StatsScope, who: str | None) -> list[tuple]:
+async def _unanswered_part(conn: AsyncConnection, s: StatsScope, who: str | None
+                           ) -> tuple[list[tuple], tuple]:
     """Inbound nobody answered, for every manager it rang (once per call and manager):
-    (agent, calls, missed, abandoned, called back, not called back)."""
+    (agent, calls, missed, abandoned, called back, not called back); and the same figures
+    over every such call once (the team's: called back and not)."""
     # the called-back check runs once per call, in a subquery kept apart by OFFSET (else
     # PostgreSQL pulls it up and evaluates the EXISTS once per leg)
     unanswered = _scoped(select(c.id, c.outcome, case((_MISS, called_back()), else_=False).label("cb"))
@@ -209,7 +211,9 @@ async def _unanswered_part(conn: AsyncConnection, s: StatsScope, who: str | None
     if who is not None:
         # from the manager's legs (indexed by agent), not from every call of the period
         unanswered = unanswered.where(c.id.in_(select(_legs.c.call_id).where(_legs.c.agent == who)))
-    u = unanswered.offset(0).subquery()
+    # a CTE read twice (legs below, the team's callbacks at the end): PostgreSQL
+    # materializes it, so the EXISTS runs once per call, not once per leg
+    u = unanswered.cte("u")
     on = [_legs.c.call_id == u.c.id, _legs.c.agent.is_not(None)] + ([_legs.c.agent == who] if who else [])
     if conn.dialect.name == "postgresql":
         # LATERAL (kept apart by OFFSET): a few thousand primary-key probes into
@@ -223,7 +227,12 @@ async def _unanswered_part(conn: AsyncConnection, s: StatsScope, who: str | None
     miss = r_.c.outcome.in_(UNANSWERED_MISSES)
     b = select(r_.c.agent, func.count(), _n(r_.c.outcome == "missed"), _n(r_.c.outcome == "abandoned"),
                _n(miss & (r_.c.cb == True)), _n(miss & (r_.c.cb == False))).group_by(r_.c.agent)  # noqa: E712
-    return [tuple(r) for r in await conn.execute(b)]
+    # the team's row: every such call once, rang anyone or no one (agent NULL marks it)
+    umiss = u.c.outcome.in_(UNANSWERED_MISSES)
+    whole = select(null().label("agent"), func.count(), _n(u.c.outcome == "missed"), _n(u.c.outcome == "abandoned"),
+                   _n(umiss & (u.c.cb == True)), _n(umiss & (u.c.cb == False)))  # noqa: E712
+    rows = [tuple(r) for r in await conn.execute(b.union_all(whole))]
+    return [r for r in rows if r[0] is not None], next(r for r in rows if r[0] is None)
 
 
 def _combine(s: StatsScope, who: str | None, figures: dict[str, list[Any]], unanswered: list[tuple],
@@ -243,7 +252,8 @@ def _combine(s: StatsScope, who: str | None, figures: dict[str, list[Any]], unan
 async def per_manager(conn: AsyncConnection, s: StatsScope, deal_days: tuple[date, date]) -> list[Aggregate]:
     """One row per manager (see the module docstring for what counts for whom)."""
     who = s.manager or s.visible_to
-    return _combine(s, who, await _answered_part(conn, s, who), await _unanswered_part(conn, s, who),
+    unanswered, _ = await _unanswered_part(conn, s, who)
+    return _combine(s, who, await _answered_part(conn, s, who), unanswered,
                     await deal_totals(conn, deal_days[0], deal_days[1], who))
 
 
@@ -252,9 +262,13 @@ async def manager_table(engine: AsyncEngine, s: StatsScope, deal_days: tuple[dat
     """`per_manager` and `team` at once: their three statements run concurrently, each on
     its own pooled connection (the answer waits for the slowest, not for the sum)."""
     who = s.manager or s.visible_to
-    answered, unanswered, deals, whole = await asyncio.gather(
+    answered, (unanswered, missed), deals, whole = await asyncio.gather(
         run(engine, _answered_part, s, who), run(engine, _unanswered_part, s, who),
-        run(engine, deal_totals, deal_days[0], deal_days[1], who), run(engine, team, s))
+        run(engine, deal_totals, deal_days[0], deal_days[1], who), run(engine, team, s, False))
+    # the team's callbacks come from the unanswered half, which checks each missed call
+    # anyway: the called-back EXISTS runs once per call for the whole table
+    _, _, _, _, done, open_ = missed
+    whole = Aggregate(**{**_asdict(whole), "callbacks_done": int(done), "callbacks_open": int(open_)})
     return _combine(s, who, answered, unanswered, deals), whole
 
 

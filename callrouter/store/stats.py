@@ -198,6 +198,18 @@ async def _answered_part(conn: AsyncConnection, s: StatsScope, who: str | None) 
     return {r[0]: list(r[1:]) + [0, 0] for r in await conn.execute(a.group_by(mgr))}
 
 
+async def _by_manager_and_team(conn: AsyncConnection, s: StatsScope) -> tuple[dict[str, list[Any]], Aggregate]:
+    """The whole team's table in one scan of the period: grouped by the manager a call
+    counts for (NULL: an inbound call nobody answered), the groups with a manager are
+    `_answered_part`'s rows and all the groups summed are the team (callbacks aside)."""
+    mgr = case((_OUT, c.final_agent), (_IN & _ANS, c.answered_by), else_=null()).label("mgr")
+    stmt = _scoped(select(mgr, *_figures(False)).select_from(_calls), StatsScope(s.period, pbx=s.pbx))
+    groups = {r[0]: list(r[1:]) for r in await conn.execute(stmt.group_by(mgr))}
+    total = [sum(v[i] for v in groups.values()) for i in range(10)] if groups else [0] * 10
+    return ({k: v + [0, 0] for k, v in groups.items() if k is not None},
+            _aggregate("team", total, False))
+
+
 async def _unanswered_part(conn: AsyncConnection, s: StatsScope, who: str | None
                            ) -> tuple[list[tuple], tuple]:
     """Inbound nobody answered, for every manager it rang (once per call and manager):
@@ -262,9 +274,15 @@ async def manager_table(engine: AsyncEngine, s: StatsScope, deal_days: tuple[dat
     """`per_manager` and `team` at once: their three statements run concurrently, each on
     its own pooled connection (the answer waits for the slowest, not for the sum)."""
     who = s.manager or s.visible_to
-    answered, (unanswered, missed), deals, whole = await asyncio.gather(
-        run(engine, _answered_part, s, who), run(engine, _unanswered_part, s, who),
-        run(engine, deal_totals, deal_days[0], deal_days[1], who), run(engine, team, s, False))
+    if who is None:
+        # everyone: the answered half and the team's counts from one scan of the period
+        (answered, whole), (unanswered, missed), deals = await asyncio.gather(
+            run(engine, _by_manager_and_team, s), run(engine, _unanswered_part, s, who),
+            run(engine, deal_totals, deal_days[0], deal_days[1], who))
+    else:
+        answered, (unanswered, missed), deals, whole = await asyncio.gather(
+            run(engine, _answered_part, s, who), run(engine, _unanswered_part, s, who),
+            run(engine, deal_totals, deal_days[0], deal_days[1], who), run(engine, team, s, False))
     # the team's callbacks come from the unanswered half, which checks each missed call
     # anyway: the called-back EXISTS runs once per call for the whole table
     _, _, _, _, done, open_ = missed

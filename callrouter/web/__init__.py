@@ -7,7 +7,9 @@
 Layout: `app.py` (routes declared once, validation, errors), `auth.py` (tokens,
 sessions, CSRF), `tokens.py` (making and hashing tokens), one module per resource
 (`clients`, `managers`, `calls`, `session`, `ops`), `openapi.py` (the document and the
-docs page), `metrics.py` (Prometheus), `csvout.py` (CSV of any list).
+docs page), `metrics.py` (Prometheus), `csvout.py` (CSV of any list). Supervisors (issue
+17): `stats`, `targets` (deals and targets), `recordings` (Range, audit), `dashboard`
+(the page, its files, /api/live), their models in `supmodels`.
 """
 from __future__ import annotations
 

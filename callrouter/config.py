@@ -112,6 +112,12 @@ class ScreenPopConfig(_Strict):
     desk: str = "desk"
 
 
+class RecordingsConfig(_Strict):
+    """Where the PBX's recordings are (issue 17): a call record's `recording` is served
+    only when it resolves inside `dir` (callrouter.web.recordings). Empty: none served."""
+    dir: str = ""
+
+
 class SpoolConfig(_Strict):
     """The local spool for what the database does not take (callrouter.store.spool)."""
     path: str = "callrouter-spool.db"
@@ -157,6 +163,20 @@ class Settings(BaseSettings):
     webhook: WebhookConfig | None = None
     mqtt: MqttConfig | None = None
     screenpop: ScreenPopConfig = ScreenPopConfig()
+    recordings: RecordingsConfig = RecordingsConfig()
+    # the PBX's time zone (IANA name): supervisors' days, weeks, months and hours of day
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name, e.g. Europe/Moscow)") from None
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> Settings:

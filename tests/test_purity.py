@@ -22,6 +22,7 @@ CORE = [
     "callrouter.text",
     "callrouter.screenpop.model",
     "callrouter.screenpop.callbacks",
+    "callrouter.periods",
 ]
 FORBIDDEN = ["asyncio", "sqlalchemy", "aiosqlite", "asyncpg", "aiohttp", "panoramisk", "aiomqtt",
              "pydantic_settings", "signal", "alembic", "yarl"]

@@ -52,6 +52,7 @@ def _call_row(r: CallRecord) -> dict[str, Any]:
         "duration_seconds": r.duration_seconds,
         "outcome": r.outcome, "hangup_by": r.hangup_by, "answered_by": r.answered_by,
         "final_agent": r.final_agent, "queue": r.queue, "recording": r.recording,
+        "peer_number": peer_number(r),
         "complete": r.complete,
         "route_rule": route.rule if route else None,
         "route_reason": route.reason if route else None,
@@ -59,6 +60,15 @@ def _call_row(r: CallRecord) -> dict[str, Any]:
         "route_latency_ms": route.latency_ms if route else None,
         "record": r.to_dict(),
     }
+
+
+def peer_number(r: CallRecord) -> str | None:
+    """The outside party's E.164 number: whom the call was with, in either direction."""
+    if r.direction == "in":
+        return r.caller.number
+    if r.direction == "out":
+        return r.callee.number
+    return None
 
 
 async def save_calls(conn: AsyncConnection, records: Sequence[CallRecord]) -> None:

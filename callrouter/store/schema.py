@@ -7,13 +7,14 @@ The same definitions run on SQLite (embedded default) and PostgreSQL (production
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -128,7 +130,21 @@ class ClientPhone(Base):
 
 class Call(Base):
     __tablename__ = "calls"
-    __table_args__ = (UniqueConstraint("pbx", "call_id"),)
+    __table_args__ = (
+        UniqueConstraint("pbx", "call_id"),
+        # supervisors' statistics (store/stats.py, migration 0006): one manager's calls in
+        # a period, and a client's last answered call (by id, or by number either way)
+        Index("ix_calls_answered_by_started_at", "answered_by", "started_at"),
+        Index("ix_calls_final_agent_started_at", "final_agent", "started_at"),
+        Index("ix_calls_client_id_answered", "client_id", "started_at",
+              postgresql_where=text("outcome = 'answered'"), sqlite_where=text("outcome = 'answered'")),
+        Index("ix_calls_peer_number_answered", "peer_number", "started_at",
+              postgresql_where=text("outcome = 'answered'"), sqlite_where=text("outcome = 'answered'")),
+        # inbound calls nobody answered (a sixth of them): missed-call lists and stats
+        Index("ix_calls_unanswered_in", "started_at",
+              postgresql_where=text("direction = 'in' AND outcome <> 'answered'"),
+              sqlite_where=text("direction = 'in' AND outcome <> 'answered'")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     pbx: Mapped[str] = mapped_column(String)
@@ -153,6 +169,9 @@ class Call(Base):
     final_agent: Mapped[str | None] = mapped_column(String, index=True)
     queue: Mapped[str | None] = mapped_column(String)
     recording: Mapped[str | None] = mapped_column(String)
+    # the outside party's E.164 number (inbound: caller, outbound: callee), for finding a
+    # client's calls in either direction (outbound calls carry no client_id); migration 0006
+    peer_number: Mapped[str | None] = mapped_column(String)
     complete: Mapped[bool] = mapped_column(Boolean)
     route_rule: Mapped[str | None] = mapped_column(String)
     route_reason: Mapped[str | None] = mapped_column(String)
@@ -280,3 +299,43 @@ class CallbackRow(Base):
     closed_at: Mapped[datetime | None]
     closed_by_call: Mapped[str | None] = mapped_column(String)
     closed_by: Mapped[str | None] = mapped_column(String)
+
+
+class DealCount(Base):
+    """Deals a manager closed on a day (the PBX's calendar), pushed by the CRM
+    (PUT /api/deals, idempotent: the last push for a manager and day wins). Migration 0006."""
+    __tablename__ = "deals"
+
+    extension: Mapped[str] = mapped_column(String, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    deals: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Target(Base):
+    """A manager's targets for a month (`month` = its first day), set by a supervisor."""
+    __tablename__ = "targets"
+
+    extension: Mapped[str] = mapped_column(String, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    calls: Mapped[int | None] = mapped_column(Integer)
+    talk_minutes: Mapped[int | None] = mapped_column(Integer)
+    deals: Mapped[int | None] = mapped_column(Integer)
+    set_by: Mapped[str | None] = mapped_column(String)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class RecordingAccess(Base):
+    """One listen or download of a call's recording: who, which call, when, from where."""
+    __tablename__ = "recording_access"
+    __table_args__ = (Index(None, "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    user_name: Mapped[str] = mapped_column(String)
+    role: Mapped[str] = mapped_column(String)
+    pbx: Mapped[str] = mapped_column(String)
+    call_id: Mapped[str] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String)        # listen | download
+    remote: Mapped[str | None] = mapped_column(String)  # the peer address (or the proxy's)
+    range: Mapped[str | None] = mapped_column(String)   # the Range header, when one was sent

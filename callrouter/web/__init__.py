@@ -8,7 +8,9 @@ Layout: `app.py` (routes declared once, validation, errors), `auth.py` (tokens,
 sessions, CSRF), `tokens.py` (making and hashing tokens), one module per resource
 (`clients`, `managers`, `calls`, `session`, `ops`, `callbacks`; `pops`: the screen-pop
 WebSocket and click-to-call; `page`: the manager's page), `openapi.py` (the document and the
-docs page), `metrics.py` (Prometheus), `csvout.py` (CSV of any list).
+docs page), `metrics.py` (Prometheus), `csvout.py` (CSV of any list). Supervisors: `stats`,
+`targets` (deals and targets), `recordings` (Range, audit), `dashboard` (the page, its
+files, /api/live), their models in `supmodels`.
 """
 from __future__ import annotations
 
@@ -26,7 +28,13 @@ SHUTDOWN_GRACE = 2.0  # s: requests in flight finish within this when the daemon
 def _routes() -> list[Route]:
     from . import calls, callbacks, clients, managers, ops, page, pops, session
     return [*session.ROUTES, *clients.ROUTES, *managers.ROUTES, *pops.ROUTES, *calls.ROUTES, *callbacks.ROUTES,
-            *ops.ROUTES, *page.ROUTES]
+            *ops.ROUTES, *page.ROUTES, *_supervisors()]
+
+
+def _supervisors() -> list[Route]:
+    """Statistics, deals and targets, recordings, the dashboard."""
+    from . import dashboard, recordings, stats, targets
+    return [*stats.ROUTES, *targets.ROUTES, *recordings.ROUTES, *dashboard.ROUTES]
 
 
 def _serve(route: Route, daemon: Any):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from itertools import islice
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
@@ -42,6 +43,26 @@ class Client(BaseModel):
     def _sorted_unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted(set(v)))
 
+    def record(self) -> ClientRecord:
+        return ClientRecord(self.id, self.name, self.owner_extension, self.monthly_turnover, self.tier,
+                            self.problem, self.blocked, self.phones)
+
+
+class ClientRecord(NamedTuple):
+    """A validated client as the store writes it, for the million-row path (CSV import):
+    a typed tuple, built per row at the cost of a tuple and handed to the database as
+    one, where a model per row would cost more than the write. Made by
+    `Client.record()` and `callrouter.crm.csvimport.read_client_records`."""
+
+    id: str
+    name: str
+    owner_extension: str | None
+    monthly_turnover: float | None
+    tier: str | None
+    problem: bool
+    blocked: bool
+    phones: tuple[str, ...]  # E.164, sorted and unique
+
 
 _UPDATED = ("name", "owner_extension", "monthly_turnover", "tier", "problem", "blocked")
 # Unchanged clients and phones are left alone (no write, no `updated_at` bump, no row in
@@ -58,22 +79,29 @@ async def upsert_clients(engine: AsyncEngine, clients: Iterable[Client],
 
     Streams `clients` in chunks, one transaction each: memory stays flat for a
     million-row import and a failure keeps the chunks already committed."""
-    it = iter(clients)
+    return await upsert_client_records(engine, (c.record() for c in clients), chunk_size)
+
+
+async def upsert_client_records(engine: AsyncEngine, records: Iterable[ClientRecord],
+                                chunk_size: int = UPSERT_CHUNK) -> int:
+    """`upsert_clients` for records (their phones sorted and unique, as ClientRecord says)."""
+    it = iter(records)
     written = 0
     while chunk := list(islice(it, chunk_size)):
         latest = {c.id: c for c in chunk}  # the last version of a repeated id wins
-        by_id = {i: latest[i] for i in sorted(latest)}  # same lock order in every writer
+        by_id = [latest[i] for i in sorted(latest)]  # same lock order in every writer
         async with engine.begin() as conn:
-            await _upsert_clients.run(conn, [
-                (c.id, c.name, c.owner_extension, c.monthly_turnover, c.tier, c.problem, c.blocked)
-                for c in by_id.values()])
-            # phone lists are replaced, not merged: the CRM's current list is the truth
-            await _delete_other_phones.run(conn, {c.id: c.phones for c in by_id.values()})
-            # `raw` keeps the value as handed to the store; Client carries E.164 only
-            await _insert_phones.run(
-                conn, [(c.id, p, p) for c in by_id.values() for p in c.phones])
+            await _upsert_chunk(conn, by_id)
         written += len(by_id)
     return written
+
+
+async def _upsert_chunk(conn: AsyncConnection, by_id: list[ClientRecord]) -> None:
+    await _upsert_clients.run(conn, [c[:7] for c in by_id])  # the record without its phones
+    # phone lists are replaced, not merged: the CRM's current list is the truth
+    await _delete_other_phones.run(conn, {c.id: c.phones for c in by_id})
+    # `raw` keeps the value as handed to the store; records carry E.164 only
+    await _insert_phones.run(conn, [(c.id, p, p) for c in by_id for p in c.phones])
 
 
 async def get_clients(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Client]:

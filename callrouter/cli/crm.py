@@ -95,12 +95,11 @@ def _run(settings: Any, file: Path, errors_path: Path | None, encoding: str, wor
                                     show_pos=False) if sys.stderr.isatty() else None
             done = 0
 
-            def on_progress(_rows: int) -> None:
+            def on_progress(_rows: int, position: int) -> None:
                 nonlocal done
                 if bar is not None:
-                    pos = source.tell()
-                    bar.update(pos - done)
-                    done = pos
+                    bar.update(position - done)
+                    done = position
 
             async with Store(settings.database_url) as store:
                 try:

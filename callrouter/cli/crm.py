@@ -95,11 +95,12 @@ def _run(settings: Any, file: Path, errors_path: Path | None, encoding: str, wor
                                     show_pos=False) if sys.stderr.isatty() else None
             done = 0
 
-            def on_progress(_rows: int, position: int) -> None:
+            def on_progress(_rows: int) -> None:
                 nonlocal done
                 if bar is not None:
-                    bar.update(position - done)
-                    done = position
+                    pos = source.tell()
+                    bar.update(pos - done)
+                    done = pos
 
             async with Store(settings.database_url) as store:
                 try:

@@ -210,7 +210,8 @@ async def test_client_records_store_what_the_row_insert_stored(store: Store) -> 
     """The staged write (COPY on PostgreSQL) stores what the parameterized multi-row
     INSERT it replaced stores, turnovers rounded to cents alike; a second write of the
     same data changes nothing."""
-    turnovers = (1.005, 0.125, 2.675, 1234567.89, 12345678901234.56, 0.0, -0.0, None)
+    turnovers = (1.005, 0.125, 2.675, 0.015, -1.005, 1234567.89, 12345678901234.56, 99999999999999.99,
+                 0.5, 0.0, -0.0, None)
     records = [ClientRecord(f"r-{i}", f"C {i}", "101" if i % 2 else None, t, "vip" if i % 3 else None,
                             bool(i % 2), bool(i % 3), (f"+7916000001{i}",)) for i, t in enumerate(turnovers)]
     assert await store.upsert_client_records(records) == len(records)
@@ -219,13 +220,31 @@ async def test_client_records_store_what_the_row_insert_stored(store: Store) -> 
     got = await store.get_clients([r.id for r in records] + ["o" + r.id[1:] for r in records])
     assert [got[r.id].model_dump(exclude={"id", "phones"}) for r in records] == \
         [got["o" + r.id[1:]].model_dump(exclude={"id", "phones"}) for r in records]
-    assert got["r-3"].monthly_turnover == 1234567.89 and got["r-1"].owner_extension == "101"
+    assert got["r-5"].monthly_turnover == 1234567.89 and got["r-1"].owner_extension == "101"
     changes = await _change_count(store)
     await store.upsert_client_records(records)
     await store.upsert_clients([Client(id=r.id, name=r.name, owner_extension=r.owner_extension,
                                        monthly_turnover=got[r.id].monthly_turnover, tier=r.tier,
                                        problem=r.problem, blocked=r.blocked, phones=r.phones) for r in records])
     assert await _change_count(store) == changes
+
+
+async def test_a_turnover_beyond_numeric_18_2_is_refused_as_before(store: Store) -> None:
+    """Too big for the column (or infinite): the staged write and the row insert it replaced
+    both refuse it, or (SQLite, no such limit) both store it."""
+    for i, t in enumerate((1e16, 1e17, float("inf"))):
+        outcomes = []
+        for write in ("records", "row insert"):
+            try:
+                if write == "records":
+                    await store.upsert_client_records([ClientRecord(f"r-{i}", "R", None, t, None, False, False, ())])
+                else:
+                    async with store.engine.begin() as conn:
+                        await store_clients._upsert_clients.run(conn, [(f"o-{i}", "O", None, t, None, False, False)])
+                outcomes.append("stored")
+            except Exception as e:  # noqa: BLE001 - which error, compared below
+                outcomes.append(type(e).__name__)
+        assert outcomes[0] == outcomes[1], (t, outcomes)
 
 
 async def test_a_refused_chunk_leaves_nothing_behind(store: Store) -> None:

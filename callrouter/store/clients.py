@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from decimal import ROUND_HALF_UP, Decimal
 from itertools import islice
 from typing import NamedTuple
 
@@ -109,43 +110,59 @@ async def _upsert_chunk(conn: AsyncConnection, by_id: list[ClientRecord]) -> Non
 
 # PostgreSQL: the chunk goes in by binary COPY into a session-local staging table (the
 # driver encodes a record in C, phones as an array; an INSERT's parameters cost several
-# times more), then one round trip merges it into both tables. Staged rows go at commit
+# times more), then three statements merge it into both tables. Staged rows go at commit
 # or rollback; the table stays for the next chunk on the same connection.
-_PG_STAGING = ("CREATE TEMP TABLE IF NOT EXISTS staged_client_records (id text, name text, owner_extension text, "
-               "monthly_turnover numeric, tier text, problem boolean, blocked boolean, phones text[]) "
-               "ON COMMIT DELETE ROWS")
-_PG_MERGE = ";\n".join((
-    # unchanged clients are not updated: no updated_at bump, no change-feed row. Every
-    # client of the chunk is locked here, changed or not (ON CONFLICT DO UPDATE locks
-    # the rows its WHERE leaves alone too; a new id holds its index entry): no other
-    # writer touches their phones until commit, which the plain INSERT below relies on.
+#
+# Turnovers are staged as whole cents: a float's exact value (what the driver sends for
+# a numeric parameter, 40-odd digits) costs the driver and the server several times
+# a bigint, and rounding it to cents here as numeric(18, 2) rounds it (half away from
+# zero) stores the same value. A turnover that does not fit in cents of numeric(18, 2)
+# (or is not finite) is staged exact, so the server refuses it as it always did.
+_PG_STAGING = ("CREATE TEMP TABLE IF NOT EXISTS staged_client_records (id text PRIMARY KEY, name text, "
+               "owner_extension text, turnover_cents bigint, tier text, problem boolean, blocked boolean, phones text[], "
+               "turnover_exact numeric) ON COMMIT DELETE ROWS")
+_STAGED_TURNOVER = "coalesce(turnover_cents * 0.01, turnover_exact)"
+_CENT = Decimal("0.01")
+_CENTS_FIT = 10 ** 16  # numeric(18, 2) holds less than this
+
+
+def _staged(c: ClientRecord) -> tuple:
+    t = c.monthly_turnover
+    if t is None:
+        return (*c, None)
+    if -_CENTS_FIT < t < _CENTS_FIT:  # (False for inf and nan)
+        cents = int(Decimal(t).quantize(_CENT, ROUND_HALF_UP).scaleb(2))
+        return (c.id, c.name, c.owner_extension, cents, c.tier, c.problem, c.blocked, c.phones, None)
+    return (c.id, c.name, c.owner_extension, None, c.tier, c.problem, c.blocked, c.phones, Decimal(t))
+
+
+_PG_MERGE = (
+    # unchanged clients are not updated: no updated_at bump, no change-feed row
     f"INSERT INTO clients AS t (id, {', '.join(_UPDATED)}) "
-    f"SELECT id, {', '.join(_UPDATED)} FROM staged_client_records ORDER BY id "
+    f"SELECT id, {', '.join(_STAGED_TURNOVER if c == 'monthly_turnover' else c for c in _UPDATED)} "
+    f"FROM staged_client_records ORDER BY id "
     f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _UPDATED)}, updated_at = now() "
     f"WHERE ({', '.join(f't.{c}' for c in _UPDATED)}) IS DISTINCT FROM "
     f"({', '.join(f'excluded.{c}' for c in _UPDATED)})",
-    # phone lists are replaced, not merged; phones that stay are not touched. Shaped for
-    # a planner that knows nothing of the staging table: the ids as an array (through
-    # the primary key, not a scan of all of client_phones per chunk), the phones kept as
-    # one hashed set (not a scan of the chunk per phone).
+    # phone lists are replaced, not merged; phones that stay are not touched. Each
+    # statement is shaped so that no plan is worse than linear in the chunk, whatever
+    # the planner believes of the staging table (it has no statistics): the chunk's ids
+    # as an array (client_phones read through its primary key, never scanned whole),
+    # the staged row of a phone's client found by the staging table's primary key.
     "DELETE FROM client_phones AS t WHERE t.client_id = ANY(ARRAY(SELECT id FROM staged_client_records)) "
-    "AND (t.client_id, t.phone) NOT IN "
-    "(SELECT s.id, p.phone FROM staged_client_records AS s CROSS JOIN unnest(s.phones) AS p(phone))",
-    # only the phones not there yet: a plain insert (no speculative one per row, as
-    # ON CONFLICT takes) is a fifth cheaper, and the rows it checks are locked above
-    # (the chunk's phones already there as one hashed set, read through the primary key)
+    "AND NOT EXISTS (SELECT 1 FROM staged_client_records AS s WHERE s.id = t.client_id AND t.phone = ANY(s.phones))",
     "INSERT INTO client_phones (client_id, phone, raw) SELECT s.id, p.phone, p.phone "
-    "FROM staged_client_records AS s CROSS JOIN unnest(s.phones) AS p(phone) WHERE (s.id, p.phone) NOT IN "
-    "(SELECT t.client_id, t.phone FROM client_phones AS t "
-    "WHERE t.client_id = ANY(ARRAY(SELECT id FROM staged_client_records))) ORDER BY s.id, p.phone",
-))
+    "FROM staged_client_records AS s CROSS JOIN unnest(s.phones) AS p(phone) ORDER BY s.id, p.phone "
+    "ON CONFLICT (client_id, phone) DO NOTHING",
+)
 
 
 async def _pg_upsert_chunk(conn: AsyncConnection, by_id: list[ClientRecord]) -> None:
     await conn.exec_driver_sql(_PG_STAGING)  # through SQLAlchemy: opens the transaction the rest runs in
     pg = (await conn.get_raw_connection()).driver_connection
-    await pg.copy_records_to_table("staged_client_records", records=by_id)
-    await pg.execute(_PG_MERGE)  # no parameters: the three statements in one round trip
+    await pg.copy_records_to_table("staged_client_records", records=list(map(_staged, by_id)))
+    for sql in _PG_MERGE:  # through SQLAlchemy: a refusal raises its error types, as before
+        await conn.exec_driver_sql(sql)
 
 
 async def get_clients(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Client]:

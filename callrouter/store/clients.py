@@ -119,8 +119,8 @@ async def _upsert_chunk(conn: AsyncConnection, by_id: list[ClientRecord]) -> Non
 # zero) stores the same value. A turnover that does not fit in cents of numeric(18, 2)
 # (or is not finite) is staged exact, so the server refuses it as it always did.
 _PG_STAGING = ("CREATE TEMP TABLE IF NOT EXISTS staged_client_records (id text PRIMARY KEY, name text, "
-               "owner_extension text, turnover_cents bigint, tier text, problem boolean, blocked boolean, phones text[], "
-               "turnover_exact numeric) ON COMMIT DELETE ROWS")
+               "owner_extension text, turnover_cents bigint, tier text, problem boolean, blocked boolean, "
+               "phones text[], turnover_exact numeric) ON COMMIT DELETE ROWS")
 _STAGED_TURNOVER = "coalesce(turnover_cents * 0.01, turnover_exact)"
 _CENT = Decimal("0.01")
 _CENTS_FIT = 10 ** 16  # numeric(18, 2) holds less than this

@@ -9,8 +9,9 @@ caller ID": it never matches a client and is never an error.
 
 Most caller IDs are plain digits in the region's national form (`89161234567`) or
 `+` and digits; for those, when the region's national prefix is a plain digit string,
-the number is built directly and only validated by phonenumbers (~12 µs instead of
-~45 µs for a full parse; routing runs this for every call). Anything else - and
+the number is built directly and only validated, against the region's patterns from
+phonenumbers' metadata compiled once (`callrouter.phonevalid`: ~4 µs in all instead of
+~45 µs for a full parse; routing runs this for every call, an import for every phone). Anything else - and
 anything the shortcut is unsure of - takes the full path, and a test checks that the
 two agree. Order of attempts on the full path, each accepted only when phonenumbers
 calls the result a *valid* number: the raw string in the configured region (national formats, the region's own
@@ -24,7 +25,9 @@ import re
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumber, region_code_for_country_code
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, region_code_for_country_code
+
+from callrouter import phonevalid
 
 # the region caller IDs are read in when the config names none
 DEFAULT_REGION = "RU"
@@ -108,7 +111,8 @@ def _shortcut(s: str, region: str) -> str | None:
 
 
 def _valid(cc: int, national: str) -> str | None:
-    if phonenumbers.is_valid_number(PhoneNumber(country_code=cc, national_number=int(national))):
+    # = phonenumbers.is_valid_number(PhoneNumber(cc, int(national))), compiled: ~1 µs, not ~8-15
+    if phonevalid.is_valid_number(cc, national):
         return f"+{cc}{national}"
     return None
 

@@ -2,15 +2,20 @@
 in Russia writes them, every kind of bad row reported with its row, field and reason."""
 from __future__ import annotations
 
+import csv
 import io
+import random
 from itertools import islice
 
 import pytest
 
+from callrouter.crm import csvimport
 from callrouter.crm.csvimport import (
     CsvFormatError,
     RowError,
+    _record,
     parse_number,
+    read_client_records,
     read_clients,
     read_managers,
     split_phones,
@@ -153,3 +158,90 @@ def test_managers() -> None:
         ManagerIn(extension="101", name="Anna", devices=("PJSIP/101", "PJSIP/101-app")), ManagerIn(extension="103")]
     assert [(e.row, e.field) for e in out if isinstance(e, RowError)] == [(3, "devices"), (4, "extension"),
                                                                        (5, "extension")]
+
+
+# ------------------------------------------------ the quick path agrees with the model
+
+# cells of every kind per column: plain, to strip, too long, bad, odd (\x1c is whitespace
+# to Python's strip but not to pydantic's), empty
+FUZZ_CELLS = {
+    "id": ["c-1", "c-2", "c-3", "c-4", "c-5", " c-6", "c-7 ", "", "  ", "x" * 64, "y" * 65, "\u00a0c-8", "\x1cc-9",
+           "c-10\u2028"],
+    "name": ["", "Иван", " Иван ", "x" * 200, "x" * 201, " ", "a\u00a0", "ООО «Ромашка»", "\x1cИван", "a;b"],
+    "phones": ["", "89161234567", "8 (916) 123-45-67", "+7 916 123 45 67", "12-34", "89161234567, +79161234567",
+               "a;b", ";;", "  ", "+1 650 253 0000", "0079161234567", "8916123456", "anonymous", "101",
+               ";".join(f"8916123{i:04d}" for i in range(51)), ";".join(f"8916123{i:04d}" for i in range(50)),
+               "+44 20 7946 0018", "+7 (495) 111-22-33\u00a0", "8" * 40, "+79161234567;+79161234567"],
+    "owner_extension": ["", "101", "102", "999", " 101", "101 ", "ab cd", "x" * 33, "*1#", "  ", "1\n"],
+    "monthly_turnover": ["", "0", "-1", "1 234,56", "12abc", "1" * 400, "-0", "1e5", " 100 ", "  ", "0,5",
+                         "99999999999999999999", "1.234,5", "+5"],
+    "tier": ["", "wholesale", " vip", "x" * 201, "  ", "\x1c"],
+    "problem": ["", "да", "нет", "Yes", "NO", "maybe", " 1", "TRUE", "  ", "Да", "y", "ДА", "0"],
+    "blocked": ["", "1", "0", "no", "Нет", "nope", "false "],
+}
+COLUMNS = list(FUZZ_CELLS)
+BY_MODEL = csvimport._client_by_model
+
+
+def quick_and_model(data: bytes, monkeypatch: pytest.MonkeyPatch, region: str = "RU",
+                    owners: set[str] | None = {"101", "*1#"}) -> tuple[list, list, int]:
+    """(read_clients as records, read_client_records, rows the quick path left to the model)"""
+    by_model = [x if isinstance(x, RowError) else _record(x)
+                for x in read_clients(data, region=region, known_owners=owners)]
+    calls = 0
+
+    def counted(*a, **kw):
+        nonlocal calls
+        calls += 1
+        return BY_MODEL(*a, **kw)
+
+    monkeypatch.setattr(csvimport, "_client_by_model", counted)
+    quick = list(read_client_records(data, region=region, known_owners=owners))
+    return by_model, quick, calls
+
+
+def fuzz_file(rnd: random.Random, rows: int) -> bytes:
+    columns = ["id"] + rnd.sample(COLUMNS[1:], rnd.randrange(len(COLUMNS)))
+    rnd.shuffle(columns)
+    out = io.StringIO()
+    w = csv.writer(out, delimiter=rnd.choice(";,"))
+    w.writerow(columns)
+    for n in range(rows):
+        plain = rnd.random() < 0.6  # most rows plainly well-formed (a new id), the rest anything
+        w.writerow([f"p-{n}" if plain and c == "id" and rnd.random() < 0.95
+                    else rnd.choice(FUZZ_CELLS[c][:4] if plain else FUZZ_CELLS[c]) if rnd.random() < 0.9
+                    else "".join(rnd.choices("  01a;,+-.\u00a0\x1c\"да", k=rnd.randrange(6))) for c in columns])
+    return out.getvalue().encode()
+
+
+def test_the_quick_path_gives_what_the_model_gives_on_fuzzed_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    rnd = random.Random(15)
+    model_rows = good = bad = total = 0
+    for _ in range(300):
+        rows = rnd.randrange(1, 40)
+        by_model, quick, calls = quick_and_model(fuzz_file(rnd, rows), monkeypatch)
+        assert quick == by_model
+        total += rows
+        model_rows += calls
+        good += sum(not isinstance(x, RowError) for x in quick)
+        bad += sum(isinstance(x, RowError) for x in quick)
+    # both paths were taken many times, and both answers were common
+    assert model_rows > 1000 and total - model_rows > 1000 and good > 1000 and bad > 1000
+
+
+def test_the_quick_path_on_every_cell_of_every_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fuzz cell alone in a row of plain cells, in the US region and without an owner check too."""
+    plain = {c: FUZZ_CELLS[c][1] for c in COLUMNS}
+    out = io.StringIO()
+    w = csv.writer(out, delimiter=";")
+    w.writerow(COLUMNS)
+    n = 0
+    for c in COLUMNS:
+        for cell in FUZZ_CELLS[c]:
+            n += 1
+            w.writerow([cell if k == c else (f"u-{n}" if k == "id" else plain[k]) for k in COLUMNS])
+    data = out.getvalue().encode()
+    for region, owners in (("RU", {"101"}), ("US", None)):
+        by_model, quick, calls = quick_and_model(data, monkeypatch, region, owners)
+        assert quick == by_model
+        assert 0 < calls < n

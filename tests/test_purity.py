@@ -10,6 +10,7 @@ import pytest
 CORE = [
     "callrouter.records",
     "callrouter.phone",
+    "callrouter.phonevalid",
     "callrouter.devices",
     "callrouter.ami.events",
     "callrouter.tracker",

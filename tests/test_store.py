@@ -14,10 +14,12 @@ from callrouter.config import ManagerConfig
 from callrouter.records import CallRecord
 from callrouter.routing.decision import RouteDecision, RoutedCall
 from callrouter.store import Client, SchemaNotCurrent, Store, upgrade
+from callrouter.store import clients as store_clients
+from callrouter.store.clients import ClientRecord
 from callrouter.store.engine import make_engine
 from callrouter.store.migrate import current, head
 from callrouter.store.routing import decision_columns
-from callrouter.store.schema import Call, CallLeg, Lead, ManagerDevice, RouteDecisionRow, metadata
+from callrouter.store.schema import Call, CallLeg, ClientChange, Lead, ManagerDevice, RouteDecisionRow, metadata
 
 # The DESIGN.md example, as the tracker would emit it (note the +03:00 offsets).
 ANSWERED_JSON = """{
@@ -202,6 +204,67 @@ async def test_upsert_clients_in_several_chunks(store: Store) -> None:
     assert await store.upsert_clients(many) == 12_000  # > one 5000-client chunk, streamed
     assert [c.id for c in await store.clients_by_phone("+79160011999")] == ["c-11999"]
     assert len([p async for p in store.iter_phone_index()]) == 12_000
+
+
+async def test_client_records_store_what_the_row_insert_stored(store: Store) -> None:
+    """The staged write (COPY on PostgreSQL) stores what the parameterized multi-row
+    INSERT it replaced stores, turnovers rounded to cents alike; a second write of the
+    same data changes nothing."""
+    turnovers = (1.005, 0.125, 2.675, 0.015, -1.005, 1234567.89, 12345678901234.56, 99999999999999.99,
+                 0.5, 0.0, -0.0, None)
+    records = [ClientRecord(f"r-{i}", f"C {i}", "101" if i % 2 else None, t, "vip" if i % 3 else None,
+                            bool(i % 2), bool(i % 3), (f"+7916000001{i}",)) for i, t in enumerate(turnovers)]
+    assert await store.upsert_client_records(records) == len(records)
+    async with store.engine.begin() as conn:  # the statement the API and import used before
+        await store_clients._upsert_clients.run(conn, [("o" + r.id[1:], *r[1:7]) for r in records])
+    got = await store.get_clients([r.id for r in records] + ["o" + r.id[1:] for r in records])
+    assert [got[r.id].model_dump(exclude={"id", "phones"}) for r in records] == \
+        [got["o" + r.id[1:]].model_dump(exclude={"id", "phones"}) for r in records]
+    assert got["r-5"].monthly_turnover == 1234567.89 and got["r-1"].owner_extension == "101"
+    changes = await _change_count(store)
+    await store.upsert_client_records(records)
+    await store.upsert_clients([Client(id=r.id, name=r.name, owner_extension=r.owner_extension,
+                                       monthly_turnover=got[r.id].monthly_turnover, tier=r.tier,
+                                       problem=r.problem, blocked=r.blocked, phones=r.phones) for r in records])
+    assert await _change_count(store) == changes
+
+
+async def test_a_turnover_beyond_numeric_18_2_is_refused_as_before(store: Store) -> None:
+    """Too big for the column (or infinite): the staged write and the row insert it replaced
+    both refuse it, or (SQLite, no such limit) both store it."""
+    for i, t in enumerate((1e16, 1e17, float("inf"))):
+        outcomes = []
+        for write in ("records", "row insert"):
+            try:
+                if write == "records":
+                    await store.upsert_client_records([ClientRecord(f"r-{i}", "R", None, t, None, False, False, ())])
+                else:
+                    async with store.engine.begin() as conn:
+                        await store_clients._upsert_clients.run(conn, [(f"o-{i}", "O", None, t, None, False, False)])
+                outcomes.append("stored")
+            except Exception as e:  # noqa: BLE001 - which error, compared below
+                outcomes.append(type(e).__name__)
+        assert outcomes[0] == outcomes[1], (t, outcomes)
+
+
+async def test_a_refused_chunk_leaves_nothing_behind(store: Store) -> None:
+    """A chunk the database refuses is rolled back whole, and nothing of it is left
+    staged for the next chunk written on the same connection."""
+    good = ClientRecord("c-1", "Good", None, None, None, False, False, ("+79161234567",))
+    bad = ClientRecord("c-2", "Bad", None, None, None, False, False, (None,))  # a phone must not be NULL
+    with pytest.raises(Exception):
+        await store.upsert_client_records([good, bad])
+    assert await store.get_clients(["c-1", "c-2"]) == {}
+    other = ClientRecord("c-3", "Other", None, None, None, False, False, ("+79161234568",))
+    for _ in range(2):  # again, on a connection that has staged before
+        await store.upsert_client_records([other])
+    assert set(await store.get_clients(["c-1", "c-2", "c-3"])) == {"c-3"}
+    assert sorted([p async for p in store.iter_phone_index()]) == [("+79161234568", "c-3")]
+
+
+async def _change_count(store: Store) -> int:
+    async with store.engine.connect() as conn:
+        return await conn.scalar(select(func.count()).select_from(ClientChange))
 
 
 # managers and presence

@@ -7,6 +7,9 @@ CLI (`callrouter import`) and the REST bulk endpoint (`text/csv` bodies) share i
         if isinstance(item, RowError): report(item)
         else: save(item)                  # a ClientIn, phones in E.164
 
+`read_client_records` is the same reader for a big import: the same rows and errors, each
+good row as the store's ClientRecord, most rows checked without building a model.
+
 The file: a header row naming the columns, in any order (`id` required, the others
 optional: CLIENT_COLUMNS, MANAGER_COLUMNS); UTF-8 with or without a BOM; the delimiter
 (`,`, `;` as spreadsheet programs in Russia write it, or tab) read from the header row.
@@ -38,8 +41,10 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
+from callrouter.crm.models import MAX_PHONES as _MAX_PHONES
 from callrouter.crm.models import ClientIn, ManagerIn
-from callrouter.phone import DEFAULT_REGION, MAX_RAW_LENGTH
+from callrouter.phone import DEFAULT_REGION, MAX_RAW_LENGTH, normalize
+from callrouter.store.clients import ClientRecord
 
 CLIENT_COLUMNS = ("id", "name", "phones", "owner_extension", "monthly_turnover", "tier", "problem", "blocked")
 MANAGER_COLUMNS = ("extension", "name", "devices")
@@ -101,6 +106,9 @@ def split_phones(text: str) -> tuple[str, ...]:
     the compact form, 3x quicker on a million-row file, same result (tests/test_csvimport.py);
     no-break spaces, which spreadsheets put in numbers, go too.
     A phone too long to be one is passed as written, for normalize to reject."""
+    if ";" not in text and "," not in text and "\n" not in text:  # one phone, the common case
+        p = text.strip()
+        return () if not p else (p.translate(_PHONE_PUNCTUATION) if len(p) <= MAX_RAW_LENGTH else p,)
     return tuple(p.translate(_PHONE_PUNCTUATION) if len(p) <= MAX_RAW_LENGTH else p
                  for p in split_list(text))
 
@@ -115,8 +123,8 @@ def _not_decoded(text: str, encoding: str) -> str:
 # ------------------------------------------------------------------ the reader
 
 class _Rows:
-    """Header-checked rows of one file: (row number, {column: cell}) with encoding and
-    cell-count problems turned into RowErrors."""
+    """Header-checked rows of one file: (row number, cells in header order) with encoding
+    and cell-count problems turned into RowErrors (a tuple of them in place of the cells)."""
 
     def __init__(self, source: IO[bytes] | bytes, columns: tuple[str, ...], required: str, encoding: str):
         if isinstance(source, bytes | bytearray):
@@ -153,13 +161,13 @@ class _Rows:
         if required not in self.header:
             raise CsvFormatError(f"the header has no {required!r} column (it has: {', '.join(self.header)})")
 
-    def __iter__(self) -> Iterator[tuple[int, dict[str, str] | list[RowError]]]:
+    def __iter__(self) -> Iterator[tuple[int, list[str] | tuple[RowError, ...]]]:
         try:
             yield from self._rows()
         finally:
             self._text.detach()  # the caller's stream stays open (a collected wrapper closes it)
 
-    def _rows(self) -> Iterator[tuple[int, dict[str, str] | list[RowError]]]:
+    def _rows(self) -> Iterator[tuple[int, list[str] | tuple[RowError, ...]]]:
         width = len(self.header)
         row = 1
         while True:
@@ -169,22 +177,22 @@ class _Rows:
             except StopIteration:
                 return
             except csv.Error as e:
-                yield row, [RowError(row, None, f"not readable as CSV: {e}")]
+                yield row, (RowError(row, None, f"not readable as CSV: {e}"),)
                 continue
-            if not any(c.strip() for c in cells):
+            joined = "".join(cells)  # one string to check instead of eight
+            if not joined.strip():
                 continue  # a blank line
             if len(cells) > width and not any(c.strip() for c in cells[width:]):
                 cells = cells[:width]  # trailing empty cells, as some spreadsheets write
             if len(cells) != width:
-                yield row, [RowError(row, None, f"{len(cells)} cells, the header has {width} "
-                                                f"(a {self.delimiter!r} inside a cell needs quotes)")]
+                yield row, (RowError(row, None, f"{len(cells)} cells, the header has {width} "
+                                                f"(a {self.delimiter!r} inside a cell needs quotes)"),)
                 continue
-            record = dict(zip(self.header, cells, strict=True))
-            if _has_undecoded("".join(cells)):
-                yield row, [RowError(row, k, _not_decoded(v, self.encoding))
-                            for k, v in record.items() if _has_undecoded(v)]
+            if _has_undecoded(joined):  # (cells cut off above are blank: nothing undecoded)
+                yield row, tuple(RowError(row, k, _not_decoded(v, self.encoding))
+                                 for k, v in zip(self.header, cells, strict=True) if _has_undecoded(v))
                 continue
-            yield row, record
+            yield row, cells
 
 
 def _has_undecoded(text: str) -> bool:
@@ -244,41 +252,157 @@ def read_clients(source: IO[bytes] | bytes, *, region: str = DEFAULT_REGION,
                  known_owners: Container[str] | None = None, encoding: str = "utf-8",
                  ) -> Iterator[ClientIn | RowError]:
     """Each good row as a ClientIn, each problem as a RowError, in file order.
-    `known_owners`: the manager extensions an owner must be one of (None: not checked)."""
+    `known_owners`: the manager extensions an owner must be one of (None: not checked).
+    Every row is validated by the model: the reference `read_client_records` is held to."""
     rows = _Rows(source, CLIENT_COLUMNS, "id", encoding)
-    context = {"region": region}
     first_row: dict[str, int] = {}
-    for row, record in rows:
-        if isinstance(record, list):
-            yield from record
+    for row, cells in rows:
+        if isinstance(cells, tuple):
+            yield from cells
             continue
-        errors: list[RowError] = []
-        cid = record.get("id", "").strip()
-        if not cid:
-            errors.append(RowError(row, "id", "missing: every client needs an id"))
-        elif cid in first_row:
-            errors.append(RowError(row, "id", f"duplicate id {cid!r}: first on row {first_row[cid]}; "
-                                              "this row is not imported"))
-        data = _convert(record, row, _CLIENT_CELLS, errors)
-        owner = data.get("owner_extension", "").strip()
-        if owner and known_owners is not None and owner not in known_owners:
-            errors.append(RowError(row, "owner_extension", f"unknown owner {owner!r}: no manager has this extension"))
-        client = _validate(ClientIn, row, data, context, errors) if cid else None
-        if errors:
-            yield from errors
+        yield from _client_by_model(rows.header, row, cells, region, known_owners, first_row)
+
+
+def read_client_records(source: IO[bytes] | bytes, *, region: str = DEFAULT_REGION,
+                        known_owners: Container[str] | None = None, encoding: str = "utf-8",
+                        ) -> Iterator[ClientRecord | RowError]:
+    """`read_clients` for a big import: the same rows and the same errors, each good row
+    as the ClientRecord the store writes. A row that is plainly well-formed (no cell
+    to strip, every value in its common form, every phone normalizing) is checked here
+    without building a ClientIn, a third of the time per row; any other row, and every
+    bad one, goes through the model exactly as in `read_clients` (tests/test_csvimport.py
+    compares the two on fuzzed files)."""
+    rows = _Rows(source, CLIENT_COLUMNS, "id", encoding)
+    quick = _QuickClient(rows.header, region, known_owners)
+    first_row: dict[str, int] = {}
+    for row, cells in rows:
+        if isinstance(cells, tuple):
+            yield from cells
             continue
-        first_row[client.id] = row
-        yield client
+        record = quick.check(cells, first_row)
+        if record is not None:
+            first_row[record.id] = row
+            yield record
+            continue
+        for item in _client_by_model(rows.header, row, cells, region, known_owners, first_row):
+            yield item if isinstance(item, RowError) else _record(item)
+
+
+def _client_by_model(header: list[str], row: int, cells: list[str], region: str,
+                     known_owners: Container[str] | None, first_row: dict[str, int]) -> Iterator[ClientIn | RowError]:
+    """One row through ClientIn: the client, or every problem the row has."""
+    record = dict(zip(header, cells, strict=True))
+    errors: list[RowError] = []
+    cid = record.get("id", "").strip()
+    if not cid:
+        errors.append(RowError(row, "id", "missing: every client needs an id"))
+    elif cid in first_row:
+        errors.append(RowError(row, "id", f"duplicate id {cid!r}: first on row {first_row[cid]}; "
+                                          "this row is not imported"))
+    data = _convert(record, row, _CLIENT_CELLS, errors)
+    owner = data.get("owner_extension", "").strip()
+    if owner and known_owners is not None and owner not in known_owners:
+        errors.append(RowError(row, "owner_extension", f"unknown owner {owner!r}: no manager has this extension"))
+    client = _validate(ClientIn, row, data, {"region": region}, errors) if cid else None
+    if errors:
+        yield from errors
+        return
+    first_row[client.id] = row
+    yield client
+
+
+def _record(c: ClientIn) -> ClientRecord:
+    return ClientRecord(c.id, c.name, c.owner_extension, c.monthly_turnover, c.tier, c.problem, c.blocked,
+                        c.phones)
+
+
+# every flag as a spreadsheet commonly writes it; others (" Yes ", "ДА") take parse_flag
+_FLAGS = {**{v: True for v in _TRUE}, **{v: False for v in _FALSE},
+          **{v.upper(): True for v in _TRUE}, **{v.upper(): False for v in _FALSE},
+          **{v.capitalize(): True for v in _TRUE}, **{v.capitalize(): False for v in _FALSE}}
+_EXTENSION = re.compile(r"[0-9A-Za-z*#+_-]{1,32}")  # = models.Extension's pattern
+
+
+class _QuickClient:
+    """ClientIn's checks for a row that is plainly well-formed, without the model: the
+    ClientRecord that ClientIn would give, or None for "let the model decide" (a cell
+    with spaces to strip, a value too long, a phone that does not normalize, an unknown
+    owner, anything else that is an error or unusual). Never accepts what ClientIn refuses."""
+
+    def __init__(self, header: list[str], region: str, known_owners: Container[str] | None):
+        # a column the file does not have reads as an empty cell, appended to the row
+        self._missing = len(header) if any(c not in header for c in CLIENT_COLUMNS) else None
+        at = {c: header.index(c) if c in header else len(header) for c in CLIENT_COLUMNS}
+        self._at = tuple(at[c] for c in CLIENT_COLUMNS)
+        self._region = region
+        self._owners = known_owners
+
+    def check(self, cells: list[str], first_row: Container[str]) -> ClientRecord | None:
+        if self._missing is not None:
+            cells = [*cells, ""]
+        i_id, i_name, i_phones, i_owner, i_turnover, i_tier, i_problem, i_blocked = self._at
+        cid = cells[i_id]
+        # ClientIn strips ids, names, tiers and owners: a cell with nothing to strip is
+        # the value as is (Python's whitespace includes all pydantic strips)
+        if not cid or len(cid) > 64 or cid != cid.strip() or cid in first_row:
+            return None
+        name = cells[i_name]
+        if len(name) > 200 or name != name.strip():
+            return None
+        tier = cells[i_tier]
+        if len(tier) > 200 or tier != tier.strip():
+            return None
+        owner = cells[i_owner]
+        if owner and (not _EXTENSION.fullmatch(owner) or (self._owners is not None and owner not in self._owners)):
+            return None
+        turnover: float | None = None
+        if cell := cells[i_turnover]:
+            try:
+                turnover = parse_number(cell)
+            except ValueError:
+                return None
+            if not turnover >= 0:
+                return None
+        problem = self._flag(cells[i_problem])
+        blocked = self._flag(cells[i_blocked])
+        if problem is None or blocked is None:
+            return None
+        phones: tuple[str, ...] = ()
+        if cell := cells[i_phones]:
+            raw = split_phones(cell)
+            if len(raw) > _MAX_PHONES:
+                return None
+            e164 = set()
+            for p in raw:
+                e = normalize(p, self._region)
+                if e is None:
+                    return None
+                e164.add(e)
+            phones = tuple(sorted(e164))
+        return ClientRecord(cid, name, owner or None, turnover, tier or None, problem, blocked, phones)
+
+    @staticmethod
+    def _flag(cell: str) -> bool | None:
+        if not cell:
+            return False
+        v = _FLAGS.get(cell)
+        if v is not None:
+            return v
+        try:
+            return parse_flag(cell)
+        except ValueError:
+            return None
 
 
 def read_managers(source: IO[bytes] | bytes, *, encoding: str = "utf-8") -> Iterator[ManagerIn | RowError]:
     """Each good row as a ManagerIn, each problem as a RowError, in file order."""
     rows = _Rows(source, MANAGER_COLUMNS, "extension", encoding)
     first_row: dict[str, int] = {}
-    for row, record in rows:
-        if isinstance(record, list):
-            yield from record
+    for row, cells in rows:
+        if isinstance(cells, tuple):
+            yield from cells
             continue
+        record = dict(zip(rows.header, cells, strict=True))
         errors: list[RowError] = []
         ext = record.get("extension", "").strip()
         if not ext:

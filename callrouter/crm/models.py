@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from callrouter.phone import DEFAULT_REGION, normalize
 from callrouter.store.clients import Client
 
+MAX_PHONES = 50  # per client
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Extension = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9A-Za-z*#+_-]{1,32}$")]
 
@@ -24,7 +25,7 @@ class ClientIn(BaseModel):
 
     id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     name: Text = ""
-    phones: tuple[str, ...] = Field(default=(), max_length=50,
+    phones: tuple[str, ...] = Field(default=(), max_length=MAX_PHONES,
                                     description="phone numbers in any form; stored as E.164")
     owner_extension: Extension | None = None
     monthly_turnover: float | None = Field(default=None, ge=0)

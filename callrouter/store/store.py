@@ -107,6 +107,11 @@ class Store:
         """One transaction per `chunk_size` clients (the API passes its whole body)."""
         return await clients.upsert_clients(self.engine, items, chunk_size)
 
+    async def upsert_client_records(self, records: Iterable[clients.ClientRecord],
+                                    chunk_size: int = clients.UPSERT_CHUNK) -> int:
+        """`upsert_clients` for the CSV import's records, one transaction per chunk."""
+        return await clients.upsert_client_records(self.engine, records, chunk_size)
+
     async def clients_by_phone(self, e164: str) -> list[Client]:
         async with self.engine.connect() as conn:
             return await clients.clients_by_phone(conn, e164)

@@ -11,7 +11,8 @@ CALLROUTER_TEST_PG_URL, dropped at the end). Measured in the same run:
   baseline COPY    PostgreSQL's COPY of the same file into a table of text columns
                    (no validation, no phone normalization, no index but nothing);
   import           `callrouter import clients FILE` as a user runs it (a child process):
-                   wall time, rows/s and the child's peak RSS;
+                   wall time, rows/s and peak RSS (the largest of its processes, and all
+                   of them together: it parses in a process of its own);
   import again     the same file once more: idempotent, nothing changes (checked).
 Target: the import under 60 s with RSS under 500 MB.
 """
@@ -77,18 +78,41 @@ async def baseline_copy(dsn: str, path: Path) -> float:
         await conn.close()
 
 
-def run_import(config: Path, path: Path) -> tuple[float, int, str]:
-    """The CLI in a child process: wall seconds, peak RSS (KB) of the child, its summary line."""
+def _tree_rss_kb(pid: int) -> int:
+    """RSS of a process and all its descendants (Linux /proc), in KB; 0 once it is gone."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def run_import(config: Path, path: Path) -> tuple[float, int, int, str]:
+    """The CLI in a child process: wall seconds, peak RSS (KB) of the largest process of
+    the import (ru_maxrss; the import parses in a child process of its own), peak RSS of
+    all its processes together (sampled every 0.1 s), its summary line."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "callrouter.cli", "--config", str(config), "import", "clients",
-                          str(path)], capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "callrouter.cli", "--config", str(config), "import", "clients",
+                             str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tree_peak = 0
+    while proc.poll() is None:
+        tree_peak = max(tree_peak, _tree_rss_kb(proc.pid))
+        time.sleep(0.1)
+    out, err = proc.communicate()
     elapsed = time.perf_counter() - t0
-    if out.returncode != 0:
-        sys.exit(f"import failed ({out.returncode}):\n{out.stdout}\n{out.stderr[-3000:]}")
+    if proc.returncode != 0:
+        sys.exit(f"import failed ({proc.returncode}):\n{out}\n{err[-3000:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     # ru_maxrss of children is the largest child so far: only meaningful if it grew
-    return elapsed, max(peak, before), out.stdout.strip().splitlines()[0]
+    return elapsed, max(peak, before), tree_peak, out.strip().splitlines()[0]
 
 
 async def counts(dsn: str) -> tuple[int, int, int]:
@@ -137,9 +161,10 @@ def main() -> None:
                                 + "{" + ",".join(OWNERS) + "}$$::text[])"))
             csv_s, n = baseline_csv(path)
             copy_s = asyncio.run(baseline_copy(dsn, path))
-            imp_s, rss_kb, line = run_import(config, path)
+            load_before = os.getloadavg()[0]
+            imp_s, rss_kb, tree_kb, line = run_import(config, path)
             c1 = asyncio.run(counts(dsn))
-            again_s, rss2_kb, line2 = run_import(config, path)
+            again_s, rss2_kb, tree2_kb, line2 = run_import(config, path)
             c2 = asyncio.run(counts(dsn))
         finally:
             asyncio.run(pg(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -155,8 +180,12 @@ def main() -> None:
                      ("**callrouter import clients** (first run)", imp_s), ("same file again (no changes)", again_s)):
         print(f"| {label} | {s:.1f} | {n / s:,.0f} | {s / copy_s:.1f}× |")
     print()
-    print(f"peak RSS of the import process: {rss_kb / 1024:.0f} MB (target < 500 MB); target < 60 s: "
-          f"{'met' if imp_s < 60 and rss_kb < 500 * 1024 else 'MISSED'}")
+    tree = max(tree_kb, tree2_kb)
+    print(f"peak RSS: largest process of the import {max(rss_kb, rss2_kb) / 1024:.0f} MB, all its processes "
+          f"together {tree / 1024:.0f} MB (target < 500 MB); 1-min load average {load_before:.1f} before "
+          f"the imports, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores; target < 60 s"
+          f"{'' if n == 1_000_000 else ' (scaled to 1,000,000 rows)'}: "
+          f"{'met' if imp_s * 1_000_000 / n < 60 and tree < 500 * 1024 else 'MISSED'}")
 
 
 if __name__ == "__main__":

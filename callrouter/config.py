@@ -1,18 +1,21 @@
 """Configuration: a TOML file (`--config`, default callrouter.toml) plus CALLROUTER_* variables.
 
 Environment beats the file; nested keys use `__` (CALLROUTER_DATABASE_URL,
-CALLROUTER_AGI__PORT). A bad config raises ConfigError naming the file, the key and
+CALLROUTER_AGI__PORT), list entries their index (CALLROUTER_PBX__0__SECRET). A bad config raises ConfigError naming the file, the key and
 what is wrong; secrets never appear in that message or in logs (SecretStr).
 """
 from __future__ import annotations
 
+import json
+import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from callrouter.phone import DEFAULT_REGION
 
@@ -194,25 +197,150 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init (the parsed TOML file) < environment: an operator's env var overrides the file
-        return env_settings, init_settings
+        # init (the parsed TOML file) < environment: an operator's env var overrides the file;
+        # CALLROUTER_PBX__0__SECRET-style variables are merged onto the file's list entries
+        return _IndexedEnvSource(settings_cls, init_settings), init_settings
+
+
+ENV_PREFIX = "CALLROUTER_"
+_LIST_FIELDS = {"pbx": PbxConfig, "managers": ManagerConfig}  # lists of tables: indexable from env
+_INDEXED = re.compile(r"^(pbx|managers)__(.*)$", re.I)
+
+
+class _IndexedEnvSource(EnvSettingsSource):
+    """The environment, where a list of tables can also be set one field at a time:
+    CALLROUTER_PBX__0__SECRET sets `secret` of the file's first [[pbx]] (of the default one
+    when the file has none; index N = the list's length adds an entry). pydantic-settings
+    would read such variables as a mapping {"0": {...}} that replaces the whole list."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._init = init
+        self._indexed: dict[str, list[tuple[str, str | None]]] = {}
+        rest = {}
+        prefix = ENV_PREFIX.lower()
+        for name, value in self.env_vars.items():
+            m = _INDEXED.match(name[len(prefix):]) if name.lower().startswith(prefix) else None
+            if m is None:
+                rest[name] = value
+            else:
+                self._indexed.setdefault(m.group(1).lower(), []).append((m.group(2), value))
+        self.env_vars = rest
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        init = self._init()
+        for field, items in self._indexed.items():
+            default = Settings.model_fields[field].default
+            base = data.get(field, init.get(field, [{} for _ in default]))
+            data[field] = _merge_indexed(field, base, items)
+        return data
+
+
+def _env_name(*parts: object) -> str:
+    return ENV_PREFIX + "__".join(str(p) for p in parts).upper()
+
+
+def _merge_indexed(field: str, base: Any, items: list[tuple[str, str | None]]) -> Any:
+    """`base` (the list from the file or CALLROUTER_<FIELD>) with each <index>__<key> applied."""
+    if not isinstance(base, list | tuple) or not all(isinstance(x, dict) for x in base):
+        return base  # the file's own shape is wrong: validation names that
+    entries = [dict(x) for x in base]
+    model = _LIST_FIELDS[field]
+    for rest, value in sorted(items, key=lambda kv: kv[0]):
+        index, _, key = rest.partition("__")
+        if not index.isdigit() or not key or "__" in key:
+            raise ConfigError(f"{_env_name(field, rest)}: {field} is a list: name an entry and one of its "
+                              f"keys, e.g. {_env_name(field, 0, 'host')}")
+        i = int(index)
+        if i > len(entries):
+            raise ConfigError(f"{_env_name(field, rest)}: {field} has {len(entries)} entr"
+                              f"{'y' if len(entries) == 1 else 'ies'}; the next one is index {len(entries)}")
+        if i == len(entries):
+            entries.append({})
+        info = model.model_fields.get(key.lower())
+        if info is not None and get_origin(info.annotation) in (tuple, list) and value is not None:
+            try:  # a list value is JSON, as pydantic-settings reads CALLROUTER_AGI__... lists
+                entries[i][key.lower()] = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{_env_name(field, rest)}: not a JSON list (e.g. [\"10.0.0.5\"])") from None
+        else:
+            entries[i][key.lower()] = value
+    return entries
 
 
 _SECRETISH = re.compile(r"secret|password|token", re.I)
 
 
-def _describe(err: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if _SECRETISH.search(key):
-        return f"{key}: {msg}"  # never echo the value of a secret
+def _scalar_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Paths of the settings' scalar leaves ("*" for a list index): only there may an error
+    quote the value it got; anywhere else the value may be a table holding a secret."""
+    out: set[tuple[str, ...]] = set()
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        args = [a for a in get_args(ann) if a is not type(None)] if get_origin(ann) in (Union, UnionType) else [ann]
+        ann = args[0] if len(args) == 1 else ann
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out |= _scalar_paths(ann, (*prefix, name))
+        elif get_origin(ann) in (tuple, list):
+            item = get_args(ann)[0] if get_args(ann) else None
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                out |= _scalar_paths(item, (*prefix, name, "*"))
+        elif not _SECRETISH.search(name) and ann is not SecretStr:
+            out.add((*prefix, name))
+    return out
+
+
+def _secrets_in(data: Any, under_secret: bool = False) -> set[str]:
+    """Every string held under a secret-looking key, at any depth."""
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found |= _secrets_in(v, under_secret or bool(_SECRETISH.search(str(k))))
+    elif isinstance(data, list | tuple):
+        for v in data:
+            found |= _secrets_in(v, under_secret)
+    elif under_secret and data is not None and len(str(data)) >= 3:
+        found.add(str(data))
+    return found
+
+
+def _describe(err: dict[str, Any], quotable: set[tuple[str, ...]]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    env = _env_name(*loc) if loc else ""
+    where = f"{key} ({env})" if env and env.lower() in _environ_lower() else key
     if err.get("type") == "extra_forbidden":
-        return f"{key}: unknown key"
-    return f"{key}: {msg} (got {err.get('input')!r})"[:300]
+        return f"{where}: unknown key"
+    msg = err["msg"].removeprefix("Value error, ")
+    if len(loc) == 1 and loc[0] in _LIST_FIELDS and err.get("type") in ("tuple_type", "list_type"):
+        msg = f"must be a list of tables: write [[{loc[0]}]], not [{loc[0]}] or {loc[0]} = ..."
+    value = err.get("input")
+    path = tuple("*" if isinstance(p, int) else p for p in loc)
+    if path in quotable and isinstance(value, str | int | float | bool) and len(str(value)) <= 80:
+        return f"{where}: {msg} (got {value!r})"
+    return f"{where}: {msg}"  # the value may be, or hold, a secret: never echoed
+
+
+def _environ_lower() -> set[str]:
+    return {k.lower() for k in os.environ}
+
+
+def _redact(text: str, secrets: set[str]) -> str:
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+def _env_secrets() -> set[str]:
+    return {v for k, v in os.environ.items()
+            if k.upper().startswith(ENV_PREFIX) and _SECRETISH.search(k) and len(v) >= 3}
 
 
 def load_settings(path: str | Path | None = None, *, required: bool = False) -> Settings:
-    """Read the TOML file (when it exists, or fail when `required`) and the environment."""
+    """Read the TOML file (when it exists, or fail when `required`) and the environment.
+    Raises ConfigError: one line naming the file or variable, the key and the problem, never
+    a secret's value (whatever the shape of the mistake)."""
     file = Path(path or DEFAULT_CONFIG_FILE)
     data: dict[str, Any] = {}
     if file.exists():
@@ -220,12 +348,21 @@ def load_settings(path: str | Path | None = None, *, required: bool = False) -> 
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{file}: not valid TOML: {e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file}: not UTF-8 text") from None
         except OSError as e:
             raise ConfigError(f"{file}: cannot read: {e.strerror}") from None
     elif required or path is not None:
         raise ConfigError(f"{file}: config file not found")
+    secrets = _secrets_in(data) | _env_secrets()
     try:
         return Settings(**data)
     except ValidationError as e:
-        problems = "; ".join(_describe(err) for err in e.errors())
-        raise ConfigError(f"{file}: {problems}") from None
+        quotable = _scalar_paths(Settings)
+        problems = "; ".join(_describe(err, quotable) for err in e.errors(include_input=True, include_url=False))
+        raise ConfigError(_redact(f"{file}: {problems}", secrets)) from None
+    except SettingsError as e:  # a CALLROUTER_* variable that should hold JSON does not
+        field = re.search(r'field "([^"]+)"', str(e))
+        name = _env_name(field.group(1)) if field else "a CALLROUTER_* variable"
+        raise ConfigError(f"{name}: not valid JSON (a table or list from the environment is JSON, "
+                          f"or set one key: {_env_name('agi', 'port')}, {_env_name('pbx', 0, 'secret')})") from None

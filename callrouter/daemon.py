@@ -32,10 +32,13 @@ here, bound in `run`, closed first in `_stop`. What it needs is here: `snapshot(
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,7 +54,7 @@ from callrouter.devices import DeviceMap
 from callrouter.routing.lookup import PhoneDirectory
 from callrouter.routing.presence import Presence
 from callrouter.routing.router import Router
-from callrouter.routing.rules import RuleSet
+from callrouter.routing.rules import RulesError, RuleSet
 from callrouter.routing.types import AgentStatus
 from callrouter.screenpop.builder import CardSource, PopBuilder
 from callrouter.screenpop.hub import PopHub
@@ -85,6 +88,38 @@ class PbxSnapshot:
 class Snapshot:
     pbx: tuple[PbxSnapshot, ...]
     presence: dict[str, AgentStatus]
+
+
+class StartupError(Exception):
+    """The daemon cannot start: one line naming what (the database, a port, the rules) and
+    why; never a secret (a database URL is shown without its password)."""
+
+
+def _why(e: BaseException) -> str:
+    """The reason of a low-level error in a few words (asyncpg/SQLAlchemy/OSError)."""
+    orig = getattr(e, "orig", None) or e.__cause__ or e  # SQLAlchemy wraps the driver's error
+    if isinstance(orig, TimeoutError) or isinstance(e, TimeoutError):
+        return "no answer in time"
+    if isinstance(orig, OSError) and (orig.errno or orig.strerror):
+        return (os.strerror(orig.errno) if orig.errno else str(orig.strerror)).lower()
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return text[:200]
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not even a URL: do not show it
+        return "(database_url)"
+
+
+async def _aiosqlite_threads_done(timeout: float = 1.0) -> None:
+    """A SQLite file that failed to open leaves aiosqlite's worker thread answering a last
+    future; if the loop closes first, the thread dies with a traceback on stderr."""
+    for t in threading.enumerate():
+        if "_connection_worker_thread" in t.name:
+            await asyncio.to_thread(t.join, timeout)
 
 
 class PbxLink:
@@ -206,17 +241,44 @@ class Daemon:
                             "daemon next runs with the database up", self.spool.path, held)
             self.spool.close()
 
+    @contextlib.asynccontextmanager
+    async def _open_store(self) -> AsyncIterator[Store]:
+        from callrouter.store import SchemaNotCurrent
+        store = Store(self.settings.database_url)
+        try:
+            await store.__aenter__()
+        except SchemaNotCurrent:
+            raise
+        except Exception as e:
+            await _aiosqlite_threads_done()
+            raise StartupError(f"cannot open the database {_safe_url(self.settings.database_url)} "
+                               f"(database_url): {_why(e)}") from e
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async def _listen(self, what: str, key: str, host: str, port: int, start: Callable[[], Any]) -> None:
+        try:
+            await start()
+        except OSError as e:
+            raise StartupError(f"{what} cannot listen on {host}:{port} ({key}): {_why(e)}") from e
+
     async def _run(self, stop: asyncio.Event) -> None:
         assert self.spool is not None
-        async with Store(self.settings.database_url) as store:
-            await self._build(store)
+        async with self._open_store() as store:
+            try:
+                await self._build(store)
+            except RulesError as e:  # bad rules fail the start: nothing to fall back to
+                raise StartupError(f"rules ({self.settings.rules_dir}, rules_dir): {e}") from e
             self.drain = SpoolDrain(self.spool, store)
             assert self.agi is not None and self.directory is not None
-            await self.agi.start()
+            agi, web = self.settings.agi, self.settings.web
+            await self._listen("FastAGI", "agi.port", agi.host, agi.port, self.agi.start)
             log.info("routing: FastAGI on %s:%d", self.agi.host, self.agi.port)
             if self.web is not None:
                 try:
-                    await self.web.start()
+                    await self._listen("the web API", "web.port", web.host, web.port, self.web.start)
                 except BaseException:
                     await self.agi.close(0)
                     raise

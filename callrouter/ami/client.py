@@ -29,7 +29,9 @@ the PBX does not accept TCP at all (refused: down or restarting; or no answer wi
 connect timeout) it is capped at `UNREACHABLE_RETRY_MAX` (2 s): such an attempt costs the
 PBX nothing, and a PBX back from an outage of any length is logged into again within that
 cap plus one connect and login (the 3 s the daemon promises). The backoff starts over after
-every successful login.
+every successful login. A rejected login (a wrong secret) is a config mistake the daemon lives
+with (routing needs no AMI): one ERROR line, then again every LOGIN_RELOG_EVERY with the count
+of those suppressed; every try is logged at DEBUG.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ from panoramisk.manager import Manager
 from panoramisk.message import Message
 
 from ..config import PbxConfig
+from ..logthrottle import Throttle
 from .capture import parse_raw_frame
 from .events import AmiEvent, MalformedEvent, StreamGap, parse_event
 from .framing import FrameSplitter, Oversized
@@ -54,6 +57,7 @@ from .framing import FrameSplitter, Oversized
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 10_000
+LOGIN_RELOG_EVERY = 600.0  # s: a login rejected again and again is logged again this often
 UNREACHABLE_RETRY_MAX = 2.0  # s: longest wait between attempts while the PBX refuses TCP
 SNAPSHOT_ACTIONS = ("CoreShowChannels", "BridgeList", "DeviceStateList", "ExtensionStateList")
 
@@ -342,6 +346,7 @@ class AmiSource:
         self._overflow: deque = deque()  # frames already read when the queue filled up
         self._resume_at = queue_size // 2
         self._c = _Counters()
+        self._login_log = Throttle(LOGIN_RELOG_EVERY)
         self._manager = _Manager(
             host=cfg.host, port=cfg.port, protocol_factory=lambda: _Protocol(self),
             log=_panoramisk_log, ping_interval=ping_interval, ping_timeout=ping_timeout)
@@ -514,7 +519,14 @@ class AmiSource:
                     delay = backoff.next()
                     if isinstance(e, AmiUnreachable):
                         delay = min(delay, UNREACHABLE_RETRY_MAX)  # see the module doc
-                    log.log(level, "%s; retrying in %.2fs", e, delay)
+                    if isinstance(e, AmiLoginError):
+                        # a wrong secret is rejected on every try: one ERROR line, then
+                        # one per LOGIN_RELOG_EVERY with the count (each try at DEBUG)
+                        log.debug("%s; retrying in %.2fs", e, delay)
+                        self._login_log(log, "login", level, "%s; retrying with backoff (up to %gs) "
+                                        "until the PBX accepts the login", e, self._cfg.reconnect_max)
+                    else:
+                        log.log(level, "%s; retrying in %.2fs", e, delay)
                     await asyncio.sleep(delay)
                     continue
                 failures = 0

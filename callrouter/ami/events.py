@@ -455,14 +455,20 @@ _PARSERS = {
 KNOWN_EVENTS = frozenset(_PARSERS)
 
 
+MAX_TIMESTAMP = 253_402_300_799.0  # 9999-12-31T23:59:59Z, datetime's last second
+
+
 def _event_time(h: _Headers, fallback: float | None) -> float | None:
     """Asterisk's own Timestamp (timestampevents=yes) beats when we happened to read the frame."""
     v = h.get("Timestamp")
     if v:
         try:
-            return float(v)
+            t = float(v)
         except ValueError:
-            pass
+            return fallback
+        # nan, inf or past year 9999 is no time: it would break ordering and datetime (fuzzing)
+        if 0.0 <= t <= MAX_TIMESTAMP:
+            return t
     return fallback
 
 

@@ -36,3 +36,15 @@ def redact(text: str, settings: Settings) -> str:
     except Exception:  # noqa: BLE001
         pass
     return text
+
+
+def mask_secrets(text: str, settings: Settings | None) -> str:
+    """Every secret of `settings` (AMI, webhook, the database password) masked in `text`."""
+    if settings is None:
+        return text
+    secrets = [p.secret.get_secret_value() for p in settings.pbx]
+    if settings.webhook is not None:
+        secrets.append(settings.webhook.secret.get_secret_value())
+    for s in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = text.replace(s, "***")
+    return redact(text, settings)

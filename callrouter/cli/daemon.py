@@ -14,12 +14,28 @@ from .common import settings_of
 def run(ctx: click.Context) -> None:
     """Run the daemon: FastAGI routing, AMI events in, call records to the store.
     Stops cleanly on SIGTERM/SIGINT; SIGHUP reloads the rules and DND."""
-    from callrouter.daemon import run_daemon
+    from callrouter.daemon import StartupError, run_daemon
     from callrouter.store import SchemaNotCurrent
 
     settings = settings_of(ctx)
-    logging.getLogger().setLevel("DEBUG" if ctx.find_root().obj.get("verbose") else settings.log_level)
+    root = ctx.find_root().obj
+    logging.getLogger().setLevel("DEBUG" if root.get("verbose") else settings.log_level)
     try:
         run_daemon(settings)
-    except* SchemaNotCurrent as eg:
-        raise click.ClickException(str(eg.exceptions[0])) from None
+    except Exception as e:
+        known = _first(e, (StartupError, SchemaNotCurrent))
+        if known is None or root.get("debug"):
+            raise
+        raise click.ClickException(f"cannot start: {known}") from None
+
+
+def _first(e: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of `kinds` in `e`, looking inside exception groups."""
+    if isinstance(e, kinds):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for sub in e.exceptions:
+            found = _first(sub, kinds)
+            if found is not None:
+                return found
+    return None

@@ -299,7 +299,12 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}: rule {self.rule!r}" if self.rule else self.file
-        return f"{where}: {self.message}"
+        # one line whatever the file holds: a key or value with a newline or a control
+        # character (quoted in YAML) is shown escaped (found by fuzzing)
+        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], f"{where}: {self.message}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
 class RulesError(Exception):

@@ -31,6 +31,10 @@ _ID = re.compile(r"(?<!Timestamp: )\b(1795370\d{3})\.(\d+)\b")
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _CHAN_SEQ = re.compile(r"(?<=[A-Za-z0-9@_.])-([0-9a-f]{8})(?=;[12]|\r|,|\s|$)")
 _TIMESTAMP = re.compile(r"^Timestamp: ([0-9.]+)\r$", re.M)
+# the extensions a recorded call dials (`Local/101@phones`, `PJSIP/101`), in order
+_DIALLED = re.compile(r"^DestChannel: (?:Local|PJSIP|SIP)/(\d{2,5})[@-]", re.M)  # not the DID
+# a variable the router set, as a VarSet event shows it
+_VARSET = re.compile(r"^(Variable: ([A-Z_]+)\r\nValue: )([^\r]*)(\r)$", re.M)
 _LISTS = {"coreshowchannels": "CoreShowChannelsComplete", "bridgelist": "BridgeListComplete",
           "devicestatelist": "DeviceStateListComplete", "extensionstatelist": "ExtensionStateListComplete"}
 
@@ -42,16 +46,33 @@ class Scenario:
     request: str                            # the FastAGI header block the dialplan sent
     caller: str                             # the caller number as the recording has it
     origin: float                           # the earliest Timestamp header: "now" in a fresh copy
+    agents: tuple[str, ...] = ()            # the extensions it dials, in order
 
     @classmethod
     def load(cls, name: str) -> Scenario:
         base = resources.files("callrouter.demo") / "scenarios"
         frames = tuple((float(o.get("t") or 0.0), o["raw"]) for o in _jsonl(base / f"{name}.ami.jsonl.gz"))
-        request = next(iter(_jsonl(base / f"{name}.agi.jsonl.gz")))["request"]
+        request = with_linkedid(next(iter(_jsonl(base / f"{name}.agi.jsonl.gz")))["request"], frames)
         caller = next((line.split(":", 1)[1].strip() for line in request.split("\n")
                        if line.startswith("agi_callerid:")), "")
         stamps = [float(m.group(1)) for _, raw in frames for m in _TIMESTAMP.finditer(raw)]
-        return cls(name, frames, request, caller, min(stamps, default=0.0))
+        agents = dict.fromkeys(m.group(1) for _, raw in frames for m in _DIALLED.finditer(raw))
+        return cls(name, frames, request, caller, min(stamps, default=0.0), tuple(agents))
+
+
+def with_linkedid(request: str, frames: tuple[tuple[float, str], ...]) -> str:
+    """The request as the shipped dialplan makes it: `AGI(agi://…/route,${CHANNEL(linkedid)})`
+    passes the call's linkedid as agi_arg_1 (the recordings' dialplan passed none). The
+    router keys its decision by it, which is how a pop and a record find their route."""
+    env = dict(line.split(": ", 1) for line in request.split("\n") if ": " in line)
+    unique = env.get("agi_uniqueid", "")
+    if "agi_arg_1" in env or not unique:
+        return request
+    for _, raw in frames:
+        m = re.search(rf"^Uniqueid: {re.escape(unique)}\r\nLinkedid: ([^\r]+)\r$", raw, re.M)
+        if m:
+            return request.rstrip("\n") + f"\nagi_arg_1: {m.group(1)}\n\n"
+    return request
 
 
 def _jsonl(path) -> list[dict]:
@@ -64,7 +85,8 @@ class Freshener:
 
     _n = itertools.count(1)
 
-    def __init__(self, start: float, origin: float, caller_from: str, caller_to: str):
+    def __init__(self, start: float, origin: float, caller_from: str, caller_to: str,
+                 agents: dict[str, str] | None = None):
         n = next(self._n)
         self.prefix = str(int(start) * 1000 % 10**10 + n)   # unique across calls of one demo run
         self.seq = n
@@ -72,12 +94,24 @@ class Freshener:
         self.origin = origin
         self.bridges: dict[str, str] = {}
         self.caller_from, self.caller_to = caller_from, caller_to
+        # another manager's phone rings where the recording rang one (101 -> 105): the
+        # extension wherever it stands alone (`Local/101@phones`, `Exten: 101`), never
+        # inside an id, a time, a hex channel sequence or a phone number
+        self.agents = {k: v for k, v in (agents or {}).items() if k != v}
+        self._agent = (re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, self.agents)) + r")(?![\w.])")
+                       if self.agents else None)
+        self.answers: dict[str, str] = {}   # what the router set for this copy: its VarSets show it
 
     def __call__(self, raw: str) -> str:
         raw = _ID.sub(lambda m: f"{self.prefix}.{m.group(2)}", raw)  # not Timestamps: they look alike
         raw = _UUID.sub(lambda m: self.bridges.setdefault(m.group(0), str(uuid.uuid4())), raw)
         raw = _CHAN_SEQ.sub(lambda m: f"-{(int(m.group(1), 16) + self.seq * 4096) % 2**32:08x}", raw)
         raw = _TIMESTAMP.sub(self._time, raw)
+        if self._agent is not None:
+            raw = self._agent.sub(lambda m: self.agents[m.group(1)], raw)
+        if self.answers and raw.startswith("Event: VarSet"):
+            raw = _VARSET.sub(lambda m: m.group(1) + self.answers[m.group(2)] + m.group(4)
+                              if m.group(2) in self.answers else m.group(0), raw)
         if self.caller_from.isdigit() and self.caller_to:
             raw = raw.replace(self.caller_from, self.caller_to)
         return raw
@@ -148,13 +182,15 @@ class DemoPbx:
             writer.close()
 
     # ------------------------------------------------------------------ one call
-    async def play(self, scenario: Scenario, agi_port: int, caller: str, *, agi_host: str = "127.0.0.1",
+    async def play(self, scenario: Scenario, agi_port: int, caller: str, *, agents: dict[str, str] | None = None,
+                   agi_host: str = "127.0.0.1",
                    timeout: float = 5.0) -> None:
         """The call: its route request (as the dialplan makes it), then its events, paced."""
-        fresh = Freshener(time.time(), scenario.origin, scenario.caller, caller)
+        fresh = Freshener(time.time(), scenario.origin, scenario.caller, caller, agents)
         self.calls += 1
         try:
-            await asyncio.wait_for(_agi(agi_host, agi_port, fresh(scenario.request).encode()), timeout)
+            fresh.answers = await asyncio.wait_for(_agi(agi_host, agi_port, fresh(scenario.request).encode()),
+                                                   timeout)
         except (OSError, TimeoutError) as e:  # the dialplan's fallback takes the call: play it anyway
             log.warning("demo PBX: the router did not answer %s (%s)", scenario.name, e)
         loop = asyncio.get_running_loop()
@@ -166,22 +202,48 @@ class DemoPbx:
             self.emit(fresh(raw))
 
 
-async def _agi(host: str, port: int, request: bytes) -> None:
+async def _agi(host: str, port: int, request: bytes) -> dict[str, str]:
     """Asterisk's side of FastAGI: the header block, `200 result=1` to every command
-    (GET VARIABLE answered with what was set), until the router closes."""
+    (GET VARIABLE answered with what was set), until the router closes. Returns the
+    variables set."""
     reader, writer = await asyncio.open_connection(host, port)
+    got: dict[str, str] = {}
     try:
         writer.write(request)
-        got: dict[str, str] = {}
         while line := await reader.readline():
             text = line.decode("utf-8", "replace").strip()
             if text.upper().startswith("GET VARIABLE"):
                 value = got.get(text.split()[-1])
                 writer.write(b"200 result=0\n" if value is None else f"200 result=1 ({value})\n".encode())
                 continue
-            m = re.match(r'SET VARIABLE ARRAY\(([^)]*)\) "(.*)"$', text)
-            if m:  # enough for the router's ARRAY() check (ROUTE_DIAL first)
-                got[m.group(1).split(",")[0]] = m.group(2).split(",")[0].replace("\\", "")
+            got.update(set_variables(text))
             writer.write(b"200 result=1\n")
     finally:
         writer.close()
+    return got
+
+
+_SET_ARRAY = re.compile(r'^SET VARIABLE ARRAY\(([^)]*)\) "(.*)"$')
+_SET_ONE = re.compile(r'^SET VARIABLE ([A-Za-z0-9_]+) "(.*)"$')
+
+
+def set_variables(command: str) -> dict[str, str]:
+    """The variables one SET VARIABLE command sets, as Asterisk reads them: ARRAY()'s
+    values split at unescaped commas, `\\x` read as `x`."""
+    m = _SET_ARRAY.match(command)
+    if m:
+        values, cur, chars = [], [], iter(m.group(2))
+        for ch in chars:
+            if ch == "\\":
+                cur.append(next(chars, ""))
+            elif ch == ",":
+                values.append("".join(cur))
+                cur = []
+            else:
+                cur.append(ch)
+        values.append("".join(cur))
+        return dict(zip(m.group(1).split(","), values))
+    m = _SET_ONE.match(command)
+    if m:
+        return {m.group(1): re.sub(r"\\(.)", r"\1", m.group(2))}
+    return {}

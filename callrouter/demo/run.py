@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 from callrouter.config import AgiConfig, PbxConfig, Settings, SpoolConfig, WebConfig
@@ -32,31 +33,16 @@ SCENARIOS = {"answered_owner": 4, "caller_hangs_up": 2, "unknown_caller": 3, "an
              "owner_busy_fallback": 2, "owner_noanswer_fallback": 1, "queue_answered": 2, "queue_abandon": 1,
              "caller_abandons": 1, "ring_group": 1}
 MAX_CALLS_IN_FLIGHT = 200
-_NOT_PAGES = ("/api", "/openapi.json", "/health", "/metrics", "/login", "/logout")
-
-
-def shipped_rules() -> Path:
-    """The repository's rules/ next to the package (a checkout or an editable install)."""
-    rules = Path(__file__).resolve().parents[2] / "rules"
-    if not (rules / "10-tiers.yaml").exists():
-        raise FileNotFoundError(f"the demo needs the shipped rules; not found at {rules} (run it from a checkout)")
-    return rules
-
-
-# the demo is open round the clock: the shipped calendar would send most of a newcomer's
-# evening to the after-hours voicemail
-DEMO_CALENDAR = """# callrouter demo: open every day, all day (the shipped rules/00-calendar.yaml is not)
-timezone: Europe/Moscow
-business_hours:
-  mon-sun: "00:00-23:59"
-"""
 
 
 def demo_rules(directory: Path) -> Path:
-    """The shipped rules, copied, with an always-open calendar."""
+    """The demo's rules (shipped in the package: `callrouter/demo/rules/`, the checkout's
+    rules/ with an always-open calendar), copied into `directory` for the daemon to read."""
     rules = directory / "rules"
-    shutil.copytree(shipped_rules(), rules, dirs_exist_ok=True)
-    (rules / "00-calendar.yaml").write_text(DEMO_CALENDAR, encoding="utf-8")
+    rules.mkdir(exist_ok=True)
+    for f in (resources.files("callrouter.demo") / "rules").iterdir():
+        if f.name.endswith(".yaml"):
+            (rules / f.name).write_bytes(f.read_bytes())
     return rules
 
 
@@ -81,23 +67,62 @@ async def prepare(directory: Path, n_clients: int) -> tuple[str, dict[str, str]]
     return url, tokens
 
 
-async def traffic(pbx: DemoPbx, agi_port: int, rate: float, stop: asyncio.Event, phones: list[str]) -> None:
-    """A recorded call every 1/rate s until `stop`; callers: the recordings' own, sample
-    clients, unknown numbers."""
+FEATURED = "101"   # the manager whose page the demo prints: their clients call whenever they are free
+
+
+def plan_call(scenario: Scenario, pools: dict[str, list[str]], busy: Counter[str],
+              rnd: random.Random) -> tuple[str, dict[str, str]] | None:
+    """Who calls in one copy of `scenario` and which manager's phone rings where the
+    recording's did (seed.SCENARIO_CALLERS); None when a person it would ring is on a
+    call already (a manager takes one call at a time; the desks take any number)."""
+    kind = seed.SCENARIO_CALLERS.get(scenario.name, "recorded")
+    agents: dict[str, str] = {}
+    if kind.startswith("owner:"):
+        recorded = kind.removeprefix("owner:")
+        others = set(scenario.agents) - {recorded}
+        free = [e for e in seed.OWNERS if not busy[e] and e not in others and pools.get(f"owner:{e}")]
+        if not free:
+            return None
+        owner = FEATURED if FEATURED in free and rnd.random() < 0.5 else rnd.choice(free)
+        agents[recorded] = owner
+        kind = f"owner:{owner}"
+    if any(busy[agents.get(a, a)] for a in scenario.agents if a not in seed.DESKS):
+        return None
+    if kind == "recorded":
+        caller = scenario.caller
+    elif kind == "unknown":
+        caller = f"7495{rnd.randrange(10**7):07d}"
+    else:
+        caller = rnd.choice(pools.get(kind) or [scenario.caller])
+    return caller, agents
+
+
+async def traffic(pbx: DemoPbx, agi_port: int, rate: float, stop: asyncio.Event,
+                  pools: dict[str, list[str]]) -> None:
+    """A recorded call every 1/rate s until `stop` (a tick whose picks all ring a busy
+    manager starts none)."""
     rnd = random.Random()
     scenarios = [Scenario.load(name) for name in SCENARIOS]
     weights = list(SCENARIOS.values())
     calls: set[asyncio.Task] = set()
+    busy: Counter[str] = Counter()
+
+    def start(scenario: Scenario, caller: str, agents: dict[str, str]) -> None:
+        people = [agents.get(a, a) for a in scenario.agents if agents.get(a, a) not in seed.DESKS]
+        busy.update(people)
+        task = asyncio.create_task(pbx.play(scenario, agi_port, caller, agents=agents))
+        calls.add(task)
+        task.add_done_callback(calls.discard)
+        task.add_done_callback(lambda _: busy.subtract(people))
+
     try:
         while not stop.is_set():
-            scenario = rnd.choices(scenarios, weights)[0]
-            pick = rnd.random()
-            caller = (scenario.caller if pick < 0.3 else rnd.choice(phones).lstrip("+") if pick < 0.85
-                      else f"7495{rnd.randrange(10**7):07d}")
             if len(calls) < MAX_CALLS_IN_FLIGHT:
-                task = asyncio.create_task(pbx.play(scenario, agi_port, caller))
-                calls.add(task)
-                task.add_done_callback(calls.discard)
+                for scenario in rnd.choices(scenarios, weights, k=3):
+                    plan = plan_call(scenario, pools, busy, rnd)
+                    if plan is not None:
+                        start(scenario, *plan)
+                        break
             try:
                 await asyncio.wait_for(stop.wait(), 1.0 / rate)
             except TimeoutError:
@@ -108,13 +133,21 @@ async def traffic(pbx: DemoPbx, agi_port: int, rate: float, stop: asyncio.Event,
         await asyncio.gather(*calls, return_exceptions=True)
 
 
-def pages(daemon: Daemon) -> list[str]:
-    """The browser pages the API serves (the docs; dashboards where the build has them)."""
-    app = daemon.web.app if daemon.web is not None else None
-    if app is None:
-        return []
-    paths = {r.canonical for r in app.router.resources()}
-    return sorted(p for p in paths if not p.startswith(_NOT_PAGES) and "{" not in p)
+def banner(base: str, tokens: dict[str, str], rate: float, directory: Path) -> list[str]:
+    """What the demo prints: the pages as login links (the token in the URL's fragment,
+    which the browser does not send; the page logs in with it and drops it from the
+    address bar), the tokens themselves, a curl to start from."""
+    sup, mgr = tokens.get("supervisor"), tokens.get("manager 101")
+    lines = [f"callrouter demo: a simulated PBX calls every {1 / rate:.1f} s; data in {directory}",
+             f"  supervisor dashboard   {base}/dashboard" + (f"#token={sup}" if sup else ""),
+             f"  manager 101's page     {base}/manager" + (f"#token={mgr}" if mgr else "") + "   (screen-pops)",
+             f"  API docs               {base}/docs",
+             f"  API                    {base}/api/calls"]
+    lines += [f"  {who + ' token':<23}{token}" for who, token in tokens.items()]
+    if sup:
+        lines.append(f"  try: curl -s '{base}/api/calls?limit=3' -H 'Authorization: Bearer {sup}'")
+    lines.append("Ctrl-C stops it.")
+    return lines
 
 
 async def run_demo(directory: Path, stop: asyncio.Event, *, web_port: int = 8080, agi_port: int = 0,
@@ -128,7 +161,7 @@ async def run_demo(directory: Path, stop: asyncio.Event, *, web_port: int = 8080
                         agi=AgiConfig(host="127.0.0.1", port=agi_port), web=WebConfig(host="127.0.0.1", port=web_port),
                         spool=SpoolConfig(path=str(directory / "spool.db")))
     daemon = Daemon(settings, wait_for_directory=True)
-    phones = [c.phones[0] for c in seed.clients(n_clients)]
+    pools = seed.caller_pools(seed.clients(n_clients))
     try:
         async with asyncio.TaskGroup() as tg:
             running = tg.create_task(daemon.run(stop), name="daemon")
@@ -138,16 +171,8 @@ async def run_demo(directory: Path, stop: asyncio.Event, *, web_port: int = 8080
                 started.cancel()
                 return  # the daemon failed to start: the TaskGroup raises its error
             assert daemon.agi is not None and daemon.web is not None and daemon.web.port is not None
-            base = f"http://127.0.0.1:{daemon.web.port}"
-            say(f"callrouter demo: a simulated PBX calls every {1 / rate:.1f} s; data in {directory}")
-            say(f"  API        {base}/api/calls")
-            for page in pages(daemon):
-                say(f"  page       {base}{page}")
-            for who, token in tokens.items():
-                say(f"  {who + ' token':<23}{token}")
-            if "supervisor" in tokens:
-                say(f"  try: curl -s '{base}/api/calls?limit=3' -H 'Authorization: Bearer {tokens['supervisor']}'")
-            say("Ctrl-C stops it.")
-            tg.create_task(traffic(pbx, daemon.agi.port, rate, stop, phones), name="demo-traffic")
+            for line in banner(f"http://127.0.0.1:{daemon.web.port}", tokens, rate, directory):
+                say(line)
+            tg.create_task(traffic(pbx, daemon.agi.port, rate, stop, pools), name="demo-traffic")
     finally:
         await pbx.close()

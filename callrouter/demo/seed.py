@@ -17,6 +17,8 @@ MANAGER_NAMES = {"101": "Ivan Sokolov", "102": "Maria Ivanova", "103": "Pavel Or
                  "105": "Dmitry Volkov", "106": "Anna Kuznetsova", "107": "Sergey Popov", "108": "Elena Lebedeva",
                  "109": "Nikolai Kozlov", "110": "Tatiana Novikova", "120": "Retail desk", "121": "Wholesale desk",
                  "130": "Leads desk"}
+OWNERS = tuple(e for e in MANAGER_NAMES if e < "120")   # people: one call at a time
+DESKS = tuple(e for e in MANAGER_NAMES if e >= "120")   # teams: any number of calls
 _FIRST = ("Ivan", "Pyotr", "Alexei", "Mikhail", "Andrei", "Natalia", "Irina", "Svetlana", "Yulia", "Ekaterina",
           "Boris", "Grigory", "Vera", "Lyudmila", "Roman")
 _LAST = ("Petrov", "Sidorov", "Morozov", "Fedorov", "Belov", "Egorov", "Zaitsev", "Pavlov", "Semenov", "Golubev")
@@ -31,7 +33,7 @@ def managers() -> tuple[ManagerConfig, ...]:
 
 def clients(n: int = 3000, seed: int = 18) -> list[Client]:
     rnd = random.Random(seed)
-    owners = [e for e in MANAGER_NAMES if e < "120"]
+    owners = list(OWNERS)
     used = {RECORDED_CALLER}
     out = [Client(id="c-1001", name="Ivan Petrov", owner_extension="101", monthly_turnover=120_000,
                   phones=(RECORDED_CALLER,))]
@@ -51,3 +53,35 @@ def clients(n: int = 3000, seed: int = 18) -> list[Client]:
                           owner_extension=rnd.choice(owners) if rnd.random() < 0.67 else None,
                           monthly_turnover=turnover, problem=rnd.random() < 0.02, phones=(phone,)))
     return out
+
+
+# Who calls in each recorded call, so the router sends the call where the recording rings:
+#   owner:EXT  the recording rings owner EXT first; a copy rings a free manager instead
+#              (run.plan_call) and the caller is one of that manager's clients, so their
+#              screen-pop shows their own client's card and the router's "owner" decision
+#   tier:NAME  an unowned client of that tier      unknown   a number no client has
+#   recorded   the recording's own caller
+SCENARIO_CALLERS = {"answered_owner": "owner:101", "caller_hangs_up": "owner:101", "caller_abandons": "owner:101",
+                    "blind_transfer": "owner:101", "owner_busy_fallback": "owner:103",
+                    "owner_noanswer_fallback": "owner:102", "queue_answered": "tier:retail",
+                    "queue_abandon": "tier:wholesale", "unknown_caller": "unknown", "anonymous": "recorded",
+                    "ring_group": "unknown"}
+# the shipped tiers (rules/10-tiers.yaml): retail < 50,000 <= wholesale < 1,000,000 <= key accounts
+TIERS = ((1_000_000, "key-accounts"), (50_000, "wholesale"), (0, "retail"))
+
+
+def tier_of(turnover: float | None) -> str:
+    """The shipped tier of a monthly turnover (none known: the first tier)."""
+    return next((name for floor, name in TIERS if turnover is not None and turnover >= floor), "retail")
+
+
+def caller_pools(clients: list[Client]) -> dict[str, list[str]]:
+    """Callers by SCENARIO_CALLERS key, as the PBX sends them (digits, no '+'); problem
+    clients (routed to support) are left out."""
+    pools: dict[str, list[str]] = {}
+    for c in clients:
+        if c.problem or c.blocked or not c.phones:
+            continue
+        key = f"owner:{c.owner_extension}" if c.owner_extension else f"tier:{tier_of(c.monthly_turnover)}"
+        pools.setdefault(key, []).append(c.phones[0].lstrip("+"))
+    return pools

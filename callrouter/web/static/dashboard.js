@@ -329,5 +329,24 @@ $("refresh").addEventListener("click", () => refresh());
 $("period").addEventListener("change", () => refresh());
 $("date").addEventListener("change", () => refresh());
 
-// a session cookie from an earlier login in this browser: go straight in
-api("/api/me").then(start, () => showLogin());
+// a login link (`callrouter demo` prints one): /dashboard#token=…; a fragment never
+// reaches a server, and it leaves the address bar before anything else happens
+async function boot() {
+  const link = /^#token=(.+)$/.exec(location.hash);
+  if (link) {
+    history.replaceState(null, "", location.pathname + location.search);
+    try {
+      const out = await api("/login", { method: "POST", body: { token: decodeURIComponent(link[1]) } });
+      state.csrf = out.csrf_token;
+      await start(out);
+      return;
+    } catch (e) {
+      showLogin();
+      $("login-error").textContent = String(e.message || e);
+      return;
+    }
+  }
+  // a session cookie from an earlier login in this browser: go straight in
+  api("/api/me").then(start, () => showLogin());
+}
+boot();

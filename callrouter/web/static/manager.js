@@ -231,6 +231,19 @@ async function callClient(clientId) {
 document.addEventListener("DOMContentLoaded", async () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
+  // a login link (`callrouter demo` prints one): /manager#token=…; a fragment never reaches
+  // a server, and it leaves the address bar before anything else happens
+  const link = /^#token=(.+)$/.exec(location.hash);
+  if (link) {
+    history.replaceState(null, "", location.pathname + location.search);
+    try {
+      const out = await api("POST", "/login", { token: decodeURIComponent(link[1]) });
+      state.csrf = out.csrf_token;
+      sessionStorage.setItem("csrf", state.csrf);
+      start({ name: out.name, role: out.role, extension: out.extension });
+      return;
+    } catch (e) { text("login-error", "Login failed: " + e.message); }
+  }
   if (state.csrf) {
     try { start(await api("GET", "/api/me")); return; } catch (e) { sessionStorage.removeItem("csrf"); }
   }

@@ -209,7 +209,7 @@ async def test_the_demo_shows_routed_calls_and_pops_and_stops_on_sigterm(tmp_pat
     try:
         base, supervisor, manager = printed(text)
         # the pages, as login links with the demo tokens
-        assert f"supervisor dashboard   {base}/dashboard#token={supervisor}\n" in text
+        assert f"supervisor dashboard   {base}/dashboard?auto=1#token={supervisor}\n" in text
         assert f"manager 101's page     {base}/manager#token={manager} " in text
         assert f"{base}/docs" in text
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -256,6 +256,70 @@ async def test_the_demo_shows_routed_calls_and_pops_and_stops_on_sigterm(tmp_pat
                 assert p["caller"]["number"] and p["caller"]["raw"] in p["caller"]["number"]
             assert len({p["call_id"] for p in rang}) == len(rang)
             assert any(p["route"]["reason"] == "owner" for p in rang), [p["route"] for p in rang]
+        await stop_demo(proc)
+    finally:
+        await kill(proc)
+
+
+def chromium() -> str:
+    path = os.environ.get("CALLROUTER_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        pytest.skip(f"no chromium at {path} (apt-get install chromium; .ci/run does)")
+    return path
+
+
+async def rows(page, table: str) -> int:
+    return await page.locator(f"#{table} tbody tr").count()
+
+
+async def test_the_printed_links_in_chromium(tmp_path):
+    """What a newcomer does next: open the printed dashboard link (calls appear: live ones,
+    then the call list and the statistics grow by themselves) and manager 101's link (a
+    pop with their client's card and why the call came to them)."""
+    executable = chromium()
+    playwright = pytest.importorskip("playwright.async_api", reason="pip install playwright (never `playwright install`)")
+    proc, text = await start_demo("--dir", str(tmp_path / "demo"), "--rate", "4", "--clients", "500")
+    try:
+        base, supervisor, manager = printed(text)
+        dashboard = re.search(r"supervisor dashboard\s+(\S+)", text).group(1)
+        manager_page = re.search(r"manager 101's page\s+(\S+)", text).group(1)
+        assert dashboard == f"{base}/dashboard?auto=1#token={supervisor}"
+        async with playwright.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+            try:
+                expect = playwright.expect
+                problems: list[str] = []
+                sup = await (await browser.new_context()).new_page()
+                sup.on("pageerror", lambda e: problems.append(str(e)))
+                await sup.goto(dashboard)
+                await sup.wait_for_selector("body[data-ready=yes]", timeout=20000)
+                await expect(sup.locator("#who")).to_contain_text("(supervisor)")
+                assert sup.url == f"{base}/dashboard?auto=1"                 # the token left the address bar
+                assert await sup.is_checked("#auto")
+                # calls in progress, from the live endpoint the page polls
+                await expect(sup.locator("#live-calls tbody tr").first).to_be_visible(timeout=20000)
+                # the call list and the statistics grow with no click (the page refreshes itself)
+                first = (await rows(sup, "calls"), int(await sup.locator("#team b").first.text_content()))
+                async with asyncio.timeout(40):
+                    while True:
+                        now = (await rows(sup, "calls"), int(await sup.locator("#team b").first.text_content()))
+                        if now[0] > first[0] and now[1] > first[1]:
+                            break
+                        await asyncio.sleep(0.5)
+                ids = await sup.eval_on_selector_all("#calls tbody tr", "rs => rs.map(r => r.dataset.callId)")
+                assert len(ids) == len(set(ids)) and all(ids)
+
+                mgr = await (await browser.new_context()).new_page()
+                mgr.on("pageerror", lambda e: problems.append(str(e)))
+                await mgr.goto(manager_page)
+                await expect(mgr.locator("#live")).to_have_text("live", timeout=15000)
+                assert "101" in await mgr.text_content("#who") and mgr.url == f"{base}/manager"
+                await expect(mgr.locator("#pop-client-name")).not_to_be_empty(timeout=30000)
+                assert await mgr.text_content("#pop-owner") == "101"
+                assert (await mgr.text_content("#pop-route")) not in ("", "—")
+                assert problems == []
+            finally:
+                await browser.close()
         await stop_demo(proc)
     finally:
         await kill(proc)

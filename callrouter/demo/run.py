@@ -136,10 +136,11 @@ async def traffic(pbx: DemoPbx, agi_port: int, rate: float, stop: asyncio.Event,
 def banner(base: str, tokens: dict[str, str], rate: float, directory: Path) -> list[str]:
     """What the demo prints: the pages as login links (the token in the URL's fragment,
     which the browser does not send; the page logs in with it and drops it from the
-    address bar), the tokens themselves, a curl to start from."""
+    address bar; the dashboard's `auto=1` refreshes it every 10 s), the tokens
+    themselves, a curl to start from."""
     sup, mgr = tokens.get("supervisor"), tokens.get("manager 101")
     lines = [f"callrouter demo: a simulated PBX calls every {1 / rate:.1f} s; data in {directory}",
-             f"  supervisor dashboard   {base}/dashboard" + (f"#token={sup}" if sup else ""),
+             f"  supervisor dashboard   {base}/dashboard?auto=1" + (f"#token={sup}" if sup else ""),
              f"  manager 101's page     {base}/manager" + (f"#token={mgr}" if mgr else "") + "   (screen-pops)",
              f"  API docs               {base}/docs",
              f"  API                    {base}/api/calls"]

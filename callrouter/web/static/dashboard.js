@@ -5,8 +5,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { csrf: null, me: null, tz: "UTC", charts: {}, liveTimer: null };
+const state = { csrf: null, me: null, tz: "UTC", charts: {}, liveTimer: null, autoTimer: null };
 const LIVE_EVERY_MS = 5000;
+const AUTO_EVERY_MS = 10000;  // "every 10 s": statistics and call list (a wall display; the demo's link, ?auto=1)
 
 async function api(path, opts = {}) {
   const headers = Object.assign({ Accept: "application/json" }, opts.headers || {});
@@ -81,6 +82,8 @@ function showLogin() {
   $("logout").hidden = true;
   $("login-box").hidden = false;
   if (state.liveTimer) clearInterval(state.liveTimer);
+  state.me = null;
+  autoRefresh();
 }
 
 async function start(me) {
@@ -91,6 +94,7 @@ async function start(me) {
   $("logout").hidden = false;
   for (const el of document.querySelectorAll(".staff")) el.hidden = me.role === "manager";
   await refresh();
+  autoRefresh();
   if (me.role !== "manager") {
     await live();
     state.liveTimer = setInterval(() => live().catch(showError), LIVE_EVERY_MS);
@@ -326,6 +330,16 @@ async function refresh() {
 }
 
 $("refresh").addEventListener("click", () => refresh());
+
+function autoRefresh() {
+  if (state.autoTimer) clearInterval(state.autoTimer);
+  state.autoTimer = null;
+  if ($("auto").checked && state.me) {
+    state.autoTimer = setInterval(() => { if (!document.hidden) refresh(); }, AUTO_EVERY_MS);
+  }
+}
+$("auto").checked = new URLSearchParams(location.search).get("auto") === "1";
+$("auto").addEventListener("change", autoRefresh);
 $("period").addEventListener("change", () => refresh());
 $("date").addEventListener("change", () => refresh());
 

@@ -323,3 +323,43 @@ async def test_the_printed_links_in_chromium(tmp_path):
         await stop_demo(proc)
     finally:
         await kill(proc)
+
+
+async def test_the_demo_runs_from_an_installed_wheel(tmp_path):
+    """A user who pip-installs the package (not from a checkout) has the demo's rules and
+    recordings: a wheel built from the sources, installed into a directory of its own and
+    run from elsewhere, routes calls."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "callrouter", src / "callrouter", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    async def pip(*args: str) -> None:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pip", *args,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out = (await asyncio.wait_for(proc.communicate(), 120))[0].decode()
+        assert proc.returncode == 0, out[-3000:]
+
+    await pip("wheel", "--no-deps", "-q", str(src), "-w", str(tmp_path / "dist"))
+    wheel, = (tmp_path / "dist").glob("callrouter-*.whl")
+    await pip("install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(wheel))
+    site = tmp_path / "site"
+    assert (site / "callrouter" / "demo" / "rules" / "20-routes.yaml").is_file()
+    assert len(list((site / "callrouter" / "demo" / "scenarios").glob("*.ami.jsonl.gz"))) == len(SCENARIOS)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    which = await asyncio.create_subprocess_exec(sys.executable, "-c", "import callrouter; print(callrouter.__file__)",
+                                                 env=env, cwd=elsewhere, stdout=asyncio.subprocess.PIPE)
+    assert (await which.communicate())[0].decode().strip() == str(site / "callrouter" / "__init__.py")
+    proc, text = await start_demo("--dir", str(tmp_path / "demo"), "--rate", "4", "--clients", "300",
+                                  env=env, cwd=elsewhere)
+    try:
+        base, supervisor, _ = printed(text)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            calls = await routed_calls(http, base, supervisor, 3, time.monotonic() + 30)
+        routed = [c for c in calls if c.get("route")]
+        assert len(routed) >= 3, calls
+        assert {c["route"]["rule"] for c in routed} - {"after-hours"}     # its calendar is open round the clock
+        await stop_demo(proc)
+    finally:
+        await kill(proc)

@@ -67,7 +67,7 @@ async def prepare(directory: Path, n_clients: int) -> tuple[str, dict[str, str]]
     return url, tokens
 
 
-FEATURED = "101"   # the manager whose page the demo prints: their clients call whenever they are free
+FEATURED = "101"   # the manager whose page the demo prints: about half the owner calls while free
 
 
 def plan_call(scenario: Scenario, pools: dict[str, list[str]], busy: Counter[str],

@@ -81,6 +81,32 @@ async def test_upgrade_creates_schema_matching_models(store_url: str) -> None:
     assert diff == []
 
 
+async def test_upgrade_builds_the_models_covering_indexes(store_url: str) -> None:
+    """Alembic's comparison ignores INCLUDE columns: check them against the models here
+    (PostgreSQL's catalog; SQLite has no INCLUDE, so there the key columns only)."""
+    await upgrade(store_url)
+    engine = make_engine(store_url)
+    try:
+        async with engine.connect() as conn:
+            found = {}
+            for table in ("calls", "call_legs"):
+                for ix in await conn.run_sync(lambda c, t=table: inspect(c).get_indexes(t)):
+                    found[ix["name"]] = (ix["column_names"],
+                                        list(ix.get("dialect_options", {}).get("postgresql_include") or []))
+            dialect = conn.dialect.name
+    finally:
+        await engine.dispose()
+    expected = {ix.name: ([col.name for col in ix.columns],
+                          list(ix.dialect_options["postgresql"]["include"] or []) if dialect == "postgresql" else [])
+                for ix in (*Call.__table__.indexes, *CallLeg.__table__.indexes)}
+    for name in ("ix_calls_started_at", "ix_calls_unanswered_in", "ix_call_legs_agent_call_id",
+                 "ix_call_legs_call_id_agent"):
+        assert found[name] == expected[name], name
+    if dialect == "postgresql":
+        assert "ring_seconds" in found["ix_calls_started_at"][1]
+    assert "ix_call_legs_agent" not in found
+
+
 async def test_store_refuses_unmigrated_database(store_url: str) -> None:
     with pytest.raises(SchemaNotCurrent, match="callrouter db upgrade"):
         async with Store(store_url):

@@ -230,8 +230,10 @@ async def _unanswered_part(conn: AsyncConnection, s: StatsScope, who: str | None
     if conn.dialect.name == "postgresql":
         # LATERAL (kept apart by OFFSET): a few thousand primary-key probes into
         # call_legs; a plain join gets a hash join over every leg ever stored (measured)
-        lat = select(_legs.c.agent).where(*on).offset(0).lateral("l")
-        rang = select(lat.c.agent, u.c.id, u.c.outcome, u.c.cb).distinct().select_from(u.join(lat, true()))
+        # (DISTINCT inside: a call that rang a manager twice is theirs once, without
+        # sorting every (manager, call) pair of the period)
+        lat = select(_legs.c.agent).where(*on).distinct().offset(0).lateral("l")
+        rang = select(lat.c.agent, u.c.id, u.c.outcome, u.c.cb).select_from(u.join(lat, true()))
     else:
         rang = (select(_legs.c.agent.label("agent"), u.c.id, u.c.outcome, u.c.cb).distinct()
                 .select_from(u.join(_legs, and_(*on))))

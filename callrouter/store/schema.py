@@ -323,6 +323,19 @@ class DealCount(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class LastAnswered(Base):
+    """The latest answered call with a client (`kind` "client": by client_id) or with an
+    outside number (`kind` "number": by peer_number), either direction; derived from
+    `calls` and kept by the call writer in the same transaction (store/calls.py), so that
+    "called back" and "not contacted" read one row instead of searching the calls.
+    Migration 0008."""
+    __tablename__ = "last_answered"
+
+    kind: Mapped[str] = mapped_column(String, primary_key=True)
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    started_at: Mapped[datetime]
+
+
 class Target(Base):
     """A manager's targets for a month (`month` = its first day), set by a supervisor."""
     __tablename__ = "targets"

@@ -450,3 +450,36 @@ async def test_upgrade_to_0002_keys_the_decisions_stored_before_it(store_url: st
     async with Store(store_url) as s, s.engine.connect() as conn:
         rows = (await conn.execute(select(RouteDecisionRow.pbx, RouteDecisionRow.uniqueid))).all()
     assert [tuple(r) for r in rows] == [("main", "1.1")]
+
+
+async def test_upgrade_to_0008_fills_last_answered_from_the_calls_stored_before_it(store_url: str) -> None:
+    """The latest answered call per client id and per outside number, as the call writer
+    would have kept it; unanswered calls and calls without a key count for nothing."""
+    from sqlalchemy import insert
+
+    from callrouter.store.schema import LastAnswered
+
+    await upgrade(store_url, "0007")
+    t0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    rows = [  # (call_id, direction, outcome, client_id, peer_number, hours after t0)
+        ("a", "in", "answered", "c1", "+79160000001", 0),
+        ("b", "out", "answered", None, "+79160000001", 5),
+        ("c", "in", "missed", "c1", "+79160000001", 9),
+        ("d", "in", "answered", "c1", None, 3),
+        ("e", "in", "answered", "c2", "+79160000002", 1),
+    ]
+    engine = make_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(Call.__table__), [
+                {"pbx": "main", "call_id": cid, "direction": d, "outcome": o, "client_id": cl, "peer_number": num,
+                 "started_at": t0.replace(hour=9 + h), "complete": True, "record": {}}
+                for cid, d, o, cl, num, h in rows])
+    finally:
+        await engine.dispose()
+    await upgrade(store_url)
+    t = LastAnswered.__table__
+    async with Store(store_url) as s, s.engine.connect() as conn:
+        got = {(k, key): at for k, key, at in await conn.execute(select(t.c.kind, t.c.key, t.c.started_at))}
+    assert got == {("client", "c1"): t0.replace(hour=12), ("client", "c2"): t0.replace(hour=10),
+                   ("number", "+79160000001"): t0.replace(hour=14), ("number", "+79160000002"): t0.replace(hour=10)}

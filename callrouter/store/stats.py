@@ -200,15 +200,39 @@ async def _answered_part(conn: AsyncConnection, s: StatsScope, who: str | None) 
 
 
 async def _by_manager_and_team(conn: AsyncConnection, s: StatsScope) -> tuple[dict[str, list[Any]], Aggregate]:
-    """The whole team's table in one scan of the period: grouped by the manager a call
-    counts for (NULL: an inbound call nobody answered), the groups with a manager are
-    `_answered_part`'s rows and all the groups summed are the team (callbacks aside)."""
+    """The whole team's table in one scan of the period: grouped by (direction, outcome,
+    the manager a call counts for — NULL: an inbound call nobody answered), with plain
+    counts and sums per group; the figures are folded from the groups here (a few
+    thousand rows), so the database evaluates no condition per call. The groups with a
+    manager are `_answered_part`'s rows, all the groups summed are the team (callbacks
+    aside)."""
     mgr = case((_OUT, c.final_agent), (_IN & _ANS, c.answered_by), else_=null()).label("mgr")
-    stmt = _scoped(select(mgr, *_figures(False)).select_from(_calls), StatsScope(s.period, pbx=s.pbx))
-    groups = {r[0]: list(r[1:]) for r in await conn.execute(stmt.group_by(mgr))}
-    total = [sum(v[i] for v in groups.values()) for i in range(10)] if groups else [0] * 10
-    return ({k: v + [0, 0] for k, v in groups.items() if k is not None},
-            _aggregate("team", total, False))
+    stmt = _scoped(select(c.direction, c.outcome, mgr, func.count(), func.sum(c.ring_seconds), func.count(c.ring_seconds),
+                          func.sum(c.talk_seconds), func.count(c.talk_seconds)).select_from(_calls),
+                   StatsScope(s.period, pbx=s.pbx)).group_by(c.direction, c.outcome, mgr)
+    if conn.dialect.name == "postgresql":
+        # PostgreSQL guesses tens of thousands of groups (the CASE hides how few
+        # managers there are) and would sort the period's calls by text; hashed, the
+        # groups are a few hundred (a month, 82,360 calls: sort and group 85 ms, hashed 13 ms)
+        await conn.execute(text("SET LOCAL work_mem = '32MB'"))
+    groups: dict[str | None, list[Any]] = {}
+    total = [0] * 10
+    for direction, outcome, who, n, ring, rings, talk, talks in await conn.execute(stmt):
+        v = _fold(direction, outcome, int(n), float(ring or 0.0), int(rings), float(talk or 0.0), int(talks))
+        acc = groups.setdefault(who, [0] * 10)
+        for i, x in enumerate(v):
+            acc[i] += x
+            total[i] += x
+    return ({k: v + [0, 0] for k, v in groups.items() if k is not None}, _aggregate("team", total, False))
+
+
+def _fold(direction: str, outcome: str, n: int, ring: float, rings: int, talk: float, talks: int) -> list[Any]:
+    """`_figures(False)` of a group of calls that share direction and outcome."""
+    inbound, outbound, answered = direction == "in", direction == "out", outcome == "answered"
+    return [n if inbound else 0, n if inbound and answered else 0, n if inbound and outcome == "missed" else 0,
+            n if inbound and outcome == "abandoned" else 0, n if outbound else 0, n if outbound and answered else 0,
+            ring if inbound and answered else 0.0, rings if inbound and answered else 0,
+            talk if answered else 0.0, talks if answered else 0]
 
 
 async def _unanswered_part(conn: AsyncConnection, s: StatsScope, who: str | None

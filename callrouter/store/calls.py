@@ -159,9 +159,14 @@ async def _keep_last_answered(conn: AsyncConnection, batch: Sequence[CallRecord]
                 stale.add((kind, key))
     col = dict(_LAST_KEYS)
     for kind, key in sorted(stale):
+        where = (_last.c.kind == kind, _last.c.key == key)
+        if conn.dialect.name == "postgresql":
+            # lock the key first: the max below is then read after any other writer's
+            # GREATEST on it has committed (READ COMMITTED: a new snapshot per statement),
+            # and a writer coming later waits and raises our value with its own
+            await conn.execute(select(_last.c.key).where(*where).with_for_update())
         t = await conn.scalar(select(func.max(_calls.c.started_at))
                               .where(col[kind] == key, _calls.c.outcome == "answered"))
-        where = (_last.c.kind == kind, _last.c.key == key)
         if t is None:
             await conn.execute(delete(_last).where(*where))
         else:

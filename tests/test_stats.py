@@ -300,6 +300,85 @@ async def test_missed_calls_without_a_callback(dataset) -> None:
     assert {r.call_id for _, r in mine} == {r.call_id for r in rows if r.call_id in want and involves(r, "102")}
 
 
+def rewritten(r: CallRecord, **changes) -> CallRecord:
+    return CallRecord.model_validate({**r.to_dict(), **changes})
+
+
+async def last_answered_rows(store: Store) -> dict[tuple[str, str], datetime]:
+    from sqlalchemy import select
+
+    from callrouter.store.schema import LastAnswered
+    t = LastAnswered.__table__
+    async with store.engine.connect() as conn:
+        return {(k, key): at for k, key, at in await conn.execute(select(t.c.kind, t.c.key, t.c.started_at))}
+
+
+def want_last_answered(calls: list[CallRecord]) -> dict[tuple[str, str], datetime]:
+    out: dict[tuple[str, str], datetime] = {}
+    for r in calls:
+        if r.outcome == "answered" and r.started_at is not None:
+            for k in (("client", r.client_id), ("number", peer(r))):
+                if k[1] is not None and (k not in out or r.started_at > out[k]):
+                    out[k] = r.started_at
+    return out
+
+
+async def test_calls_stored_again_or_rewritten_keep_called_back_and_last_contact_exact(dataset) -> None:
+    """`last_answered` is kept by the call writer: a record stored twice, in one batch or
+    in two, changes nothing; a stored answered call rewritten as missed, with another
+    client, or earlier, lowers its keys' latest call where it was the latest."""
+    store, clients, calls = dataset
+    first = want_last_answered(calls)
+    assert await last_answered_rows(store) == first
+    rnd = random.Random(5)
+    await store.save_calls(rnd.sample(calls, 60) * 2)   # replays, each twice in the batch
+    assert await last_answered_rows(store) == want_last_answered(calls)
+
+    # rewrite the latest answered calls of some clients and numbers (those lower the keys)
+    answered = sorted((r for r in calls if r.outcome == "answered" and r.direction == "in"),
+                      key=lambda r: r.started_at, reverse=True)
+    now_by_id = {r.call_id: r for r in calls}
+    changed = []
+    for i, r in enumerate(answered[:45]):
+        if i % 3 == 0:     # answered → missed
+            new = rewritten(r, outcome="missed", answered_by=None, final_agent=None, answered_at=None,
+                            talk_seconds=0.0, legs=[{**leg.model_dump(), "result": "no-answer"} for leg in r.legs])
+        elif i % 3 == 1:   # another client and number
+            other = clients[(i * 7) % len(clients)]
+            new = rewritten(r, client_id=other.id, caller={"number": other.phones[0], "raw": other.phones[0]})
+        else:              # an earlier start (the record completed after an outage)
+            new = rewritten(r, started_at=(r.started_at - timedelta(days=9)).isoformat())
+        now_by_id[r.call_id] = new
+        changed.append(new)
+    await store.save_calls(changed[:20])
+    await store.save_calls(changed[20:] + changed[:5])
+    calls = list(now_by_id.values())
+    last = await last_answered_rows(store)
+    assert last == want_last_answered(calls)
+    # the rewrites lowered or removed keys (what GREATEST alone would have got wrong)
+    assert any(k not in last or last[k] < t for k, t in first.items())
+
+    # the figures that read it, computed independently from the rewritten calls
+    p = periods.calendar_period("month", date(2026, 11, 1), TZ)
+    rows = in_period(calls, p)
+    team = await st.run(store.engine, st.team, st.StatsScope(p))
+    check(team, figures(rows, calls))
+    per, whole = await st.manager_table(store.engine, st.StatsScope(p, managers=MANAGERS), periods.days_of(p, TZ))
+    for a in per:
+        check(a, manager_figures(a.key, rows, calls))
+    check(whole, figures(rows, calls))
+    got = await st.run(store.engine, st.not_called_back, st.StatsScope(p), limit=1000)
+    assert {r.call_id for _, r in got} == {r.call_id for r in rows if r.direction == "in"
+                                           and r.outcome in ("missed", "abandoned") and not called_back(r, calls)}
+    cutoff = NOW - timedelta(days=10)
+
+    def contacts(cl: Client) -> list[datetime]:
+        return [r.started_at for r in calls if r.outcome == "answered" and (r.client_id == cl.id or peer(r) in cl.phones)]
+    want = {cl.id: max(contacts(cl), default=None) for cl in clients if not any(t >= cutoff for t in contacts(cl))}
+    got_nc = await st.run(store.engine, st.not_contacted, days=10, now=NOW)
+    assert {g.client_id: g.last_contact for g in got_nc} == want
+
+
 async def test_deals_upsert_is_idempotent(store: Store) -> None:
     items = [DealDay("101", date(2026, 11, 2), 1), DealDay("102", date(2026, 11, 2), 5)]
     assert await upsert_deals(store.engine, items) == 2

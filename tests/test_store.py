@@ -81,6 +81,32 @@ async def test_upgrade_creates_schema_matching_models(store_url: str) -> None:
     assert diff == []
 
 
+async def test_upgrade_builds_the_models_covering_indexes(store_url: str) -> None:
+    """Alembic's comparison ignores INCLUDE columns: check them against the models here
+    (PostgreSQL's catalog; SQLite has no INCLUDE, so there the key columns only)."""
+    await upgrade(store_url)
+    engine = make_engine(store_url)
+    try:
+        async with engine.connect() as conn:
+            found = {}
+            for table in ("calls", "call_legs"):
+                for ix in await conn.run_sync(lambda c, t=table: inspect(c).get_indexes(t)):
+                    found[ix["name"]] = (ix["column_names"],
+                                        list(ix.get("dialect_options", {}).get("postgresql_include") or []))
+            dialect = conn.dialect.name
+    finally:
+        await engine.dispose()
+    expected = {ix.name: ([col.name for col in ix.columns],
+                          list(ix.dialect_options["postgresql"]["include"] or []) if dialect == "postgresql" else [])
+                for ix in (*Call.__table__.indexes, *CallLeg.__table__.indexes)}
+    for name in ("ix_calls_started_at", "ix_calls_unanswered_in", "ix_call_legs_agent_call_id",
+                 "ix_call_legs_call_id_agent"):
+        assert found[name] == expected[name], name
+    if dialect == "postgresql":
+        assert "ring_seconds" in found["ix_calls_started_at"][1]
+    assert "ix_call_legs_agent" not in found
+
+
 async def test_store_refuses_unmigrated_database(store_url: str) -> None:
     with pytest.raises(SchemaNotCurrent, match="callrouter db upgrade"):
         async with Store(store_url):
@@ -424,3 +450,36 @@ async def test_upgrade_to_0002_keys_the_decisions_stored_before_it(store_url: st
     async with Store(store_url) as s, s.engine.connect() as conn:
         rows = (await conn.execute(select(RouteDecisionRow.pbx, RouteDecisionRow.uniqueid))).all()
     assert [tuple(r) for r in rows] == [("main", "1.1")]
+
+
+async def test_upgrade_to_0008_fills_last_answered_from_the_calls_stored_before_it(store_url: str) -> None:
+    """The latest answered call per client id and per outside number, as the call writer
+    would have kept it; unanswered calls and calls without a key count for nothing."""
+    from sqlalchemy import insert
+
+    from callrouter.store.schema import LastAnswered
+
+    await upgrade(store_url, "0007")
+    t0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    rows = [  # (call_id, direction, outcome, client_id, peer_number, hours after t0)
+        ("a", "in", "answered", "c1", "+79160000001", 0),
+        ("b", "out", "answered", None, "+79160000001", 5),
+        ("c", "in", "missed", "c1", "+79160000001", 9),
+        ("d", "in", "answered", "c1", None, 3),
+        ("e", "in", "answered", "c2", "+79160000002", 1),
+    ]
+    engine = make_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(Call.__table__), [
+                {"pbx": "main", "call_id": cid, "direction": d, "outcome": o, "client_id": cl, "peer_number": num,
+                 "started_at": t0.replace(hour=9 + h), "complete": True, "record": {}}
+                for cid, d, o, cl, num, h in rows])
+    finally:
+        await engine.dispose()
+    await upgrade(store_url)
+    t = LastAnswered.__table__
+    async with Store(store_url) as s, s.engine.connect() as conn:
+        got = {(k, key): at for k, key, at in await conn.execute(select(t.c.kind, t.c.key, t.c.started_at))}
+    assert got == {("client", "c1"): t0.replace(hour=12), ("client", "c2"): t0.replace(hour=10),
+                   ("number", "+79160000001"): t0.replace(hour=14), ("number", "+79160000002"): t0.replace(hour=10)}

@@ -1,20 +1,27 @@
-"""Finished calls: idempotent upsert keyed by (pbx, call_id), legs replaced with their call."""
+"""Finished calls: idempotent upsert keyed by (pbx, call_id), legs replaced with their call,
+and `last_answered` (the latest answered call per client and per outside number, for the
+statistics) kept in the same transaction."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, delete, func, insert, select
+from datetime import datetime
+
+from sqlalchemy import Insert, delete, func, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callrouter.records import CallRecord
 
 from ._upsert import chunks, insert_for
-from .schema import Call, CallLeg
+from .schema import Call, CallLeg, LastAnswered
 
 _calls = Call.__table__
 _legs = CallLeg.__table__
+_last = LastAnswered.__table__
+# last_answered's kinds and the calls column each is keyed by
+_LAST_KEYS = (("client", _calls.c.client_id), ("number", _calls.c.peer_number))
 
 # Records per statement group. Bounds statement size (SQLite and asyncpg both cap
 # bound parameters near 32k; SQLAlchemy further splits the VALUES list) and the
@@ -81,6 +88,7 @@ async def save_calls(conn: AsyncConnection, records: Sequence[CallRecord]) -> No
     ordered = [latest[k] for k in sorted(latest)]
     stmt = _upsert_stmt(conn.dialect)
     for batch in chunks(ordered, _CHUNK):
+        before = await _answered_before(conn, batch)
         result = await conn.execute(stmt, [_call_row(r) for r in batch])
         ids = {(pbx, call_id): id_ for id_, pbx, call_id in result}
         # Replace legs wholesale: a completed record may have more, fewer or different legs.
@@ -93,6 +101,83 @@ async def save_calls(conn: AsyncConnection, records: Sequence[CallRecord]) -> No
         ]
         if legs:
             await conn.execute(insert(_legs), legs)
+        await _keep_last_answered(conn, batch, before)
+
+
+def _last_keys(r: CallRecord) -> list[tuple[str, str]]:
+    """The last_answered keys an answered record counts for."""
+    if r.outcome != "answered" or r.started_at is None:
+        return []
+    return [(kind, key) for kind, key in (("client", r.client_id), ("number", peer_number(r))) if key is not None]
+
+
+async def _answered_before(conn: AsyncConnection, batch: Sequence[CallRecord]
+                           ) -> dict[tuple[str, str], list[tuple[str, str, datetime]]]:
+    """The batch's calls already stored as answered: (pbx, call_id) → their last_answered
+    keys and start. A first write (the usual case) finds none."""
+    by_pbx: dict[str, list[str]] = {}
+    for r in batch:
+        by_pbx.setdefault(r.pbx, []).append(r.call_id)
+    out: dict[tuple[str, str], list[tuple[str, str, datetime]]] = {}
+    c = _calls.c
+    for pbx, ids in by_pbx.items():
+        rows = await conn.execute(
+            select(c.call_id, c.client_id, c.peer_number, c.started_at)
+            .where(c.pbx == pbx, c.call_id.in_(ids), c.outcome == "answered", c.started_at.is_not(None)))
+        for call_id, client_id, number, started in rows:
+            out[(pbx, call_id)] = [(kind, key, started) for kind, key in (("client", client_id), ("number", number))
+                                   if key is not None]
+    return out
+
+
+async def _keep_last_answered(conn: AsyncConnection, batch: Sequence[CallRecord],
+                              before: dict[tuple[str, str], list[tuple[str, str, datetime]]]) -> None:
+    """Raise each key's latest answered start to the batch's (GREATEST: a replayed record,
+    or another writer's concurrent one, never lowers it); where a stored answered call
+    was rewritten so that it may no longer be its key's latest (not answered any more,
+    another client or number, an earlier start), recompute the key from the calls."""
+    latest: dict[tuple[str, str], datetime] = {}
+    for r in batch:
+        for k in _last_keys(r):
+            assert r.started_at is not None
+            if k not in latest or r.started_at > latest[k]:
+                latest[k] = r.started_at
+    if latest:
+        ins = insert_for(conn.dialect, _last)
+        greatest = func.greatest if conn.dialect.name == "postgresql" else func.max  # SQLite: 2-argument max()
+        await conn.execute(
+            ins.on_conflict_do_update(index_elements=["kind", "key"],
+                                      set_={"started_at": greatest(_last.c.started_at, ins.excluded.started_at)}),
+            [{"kind": kind, "key": key, "started_at": t} for (kind, key), t in sorted(latest.items())])
+    stale: set[tuple[str, str]] = set()
+    by_call = {(r.pbx, r.call_id): r for r in batch}
+    for call, keys in before.items():
+        r = by_call[call]
+        now = set(_last_keys(r))
+        for kind, key, started in keys:
+            if (kind, key) not in now or r.started_at is None or r.started_at < started:
+                stale.add((kind, key))
+    col = dict(_LAST_KEYS)
+    for kind, key in sorted(stale):
+        where = (_last.c.kind == kind, _last.c.key == key)
+        if conn.dialect.name == "postgresql":
+            # lock the key first: the max below is then read after any other writer's
+            # GREATEST on it has committed (READ COMMITTED: a new snapshot per statement),
+            # and a writer coming later waits and raises our value with its own
+            await conn.execute(select(_last.c.key).where(*where).with_for_update())
+        t = await conn.scalar(select(func.max(_calls.c.started_at))
+                              .where(col[kind] == key, _calls.c.outcome == "answered"))
+        if t is None:
+            await conn.execute(delete(_last).where(*where))
+        else:
+            await conn.execute(update(_last).where(*where).values(started_at=t))
+
+
+# The migration's fill (0008), for data written around the call writer (bulk loads)
+REBUILD_LAST_ANSWERED = [
+    f"INSERT INTO last_answered (kind, key, started_at) SELECT '{kind}', {col.name}, max(started_at) FROM calls "
+    f"WHERE outcome = 'answered' AND {col.name} IS NOT NULL AND started_at IS NOT NULL GROUP BY {col.name}"
+    for kind, col in _LAST_KEYS]
 
 
 async def get_call(conn: AsyncConnection, pbx: str, call_id: str) -> CallRecord | None:

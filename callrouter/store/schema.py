@@ -143,7 +143,14 @@ class Call(Base):
         # inbound calls nobody answered (a sixth of them): missed-call lists and stats
         Index("ix_calls_unanswered_in", "started_at",
               postgresql_where=text("direction = 'in' AND outcome <> 'answered'"),
-              sqlite_where=text("direction = 'in' AND outcome <> 'answered'")),
+              sqlite_where=text("direction = 'in' AND outcome <> 'answered'"),
+              postgresql_include=["id", "pbx", "outcome", "client_id", "peer_number"]),
+        # a period's calls (migration 0007): on PostgreSQL the columns the statistics read
+        # are in the index, so a month's aggregates never visit the rows (each holds its
+        # whole record); SQLite has no INCLUDE
+        Index("ix_calls_started_at", "started_at",
+              postgresql_include=["id", "pbx", "direction", "outcome", "answered_by", "final_agent", "ring_seconds",
+                                  "talk_seconds", "client_id", "peer_number", "queue"]),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -157,7 +164,7 @@ class Call(Base):
     callee_raw: Mapped[str | None] = mapped_column(String)
     callee_name: Mapped[str | None] = mapped_column(String)
     client_id: Mapped[str | None] = mapped_column(String, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(index=True)
+    started_at: Mapped[datetime | None]  # indexed above (ix_calls_started_at)
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     ring_seconds: Mapped[float | None] = mapped_column(Float)
@@ -184,12 +191,16 @@ class Call(Base):
 
 class CallLeg(Base):
     __tablename__ = "call_legs"
+    # a manager's legs → their calls, and a call → the managers it rang, from the indexes
+    # alone (statistics; migration 0007)
+    __table_args__ = (Index("ix_call_legs_agent_call_id", "agent", "call_id"),
+                      Index("ix_call_legs_call_id_agent", "call_id", "agent"))
 
     # legs are replaced wholesale with their call, so (call, position) is the identity
     call_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)  # index in CallRecord.legs
-    agent: Mapped[str | None] = mapped_column(String, index=True)
+    agent: Mapped[str | None] = mapped_column(String)
     device: Mapped[str] = mapped_column(String)
     ring_seconds: Mapped[float | None] = mapped_column(Float)
     result: Mapped[str] = mapped_column(String)
@@ -310,6 +321,19 @@ class DealCount(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     deals: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class LastAnswered(Base):
+    """The latest answered call with a client (`kind` "client": by client_id) or with an
+    outside number (`kind` "number": by peer_number), either direction; derived from
+    `calls` and kept by the call writer in the same transaction (store/calls.py), so that
+    "called back" and "not contacted" read one row instead of searching the calls.
+    Migration 0008."""
+    __tablename__ = "last_answered"
+
+    kind: Mapped[str] = mapped_column(String, primary_key=True)
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    started_at: Mapped[datetime]
 
 
 class Target(Base):

@@ -236,8 +236,12 @@ path = "{self.workdir / 'spool.db'}"
         """Write and wait until the socket takes it (TCP backpressure from the daemon)."""
         assert self.ami is not None
         writers = list(self.ami._logged_in)
-        if not writers:
-            raise RuntimeError("the daemon is not logged in to the fake AMI")
+        end = time.monotonic() + 30
+        while not writers:  # a reconnection in progress
+            if time.monotonic() > end:
+                raise RuntimeError("the daemon is not logged in to the fake AMI")
+            await asyncio.sleep(0.1)
+            writers = list(self.ami._logged_in)
         for w in writers:
             w.write(data)
         await asyncio.gather(*(w.drain() for w in writers))

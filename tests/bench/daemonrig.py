@@ -150,6 +150,25 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_pg(url: str, sql: str, *args) -> list:
+    """One row from PostgreSQL (a blocking helper for the bench, on its own connection)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+
+    async def q():
+        conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username, database=u.database,
+                                     password=u.password)
+        try:
+            return list(await conn.fetchrow(sql, *args))
+        finally:
+            await conn.close()
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:  # callable from inside a running loop
+        return ex.submit(asyncio.run, q()).result()
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -252,16 +271,22 @@ path = "{self.workdir / 'spool.db'}"
         return sum(w.transport.get_write_buffer_size() for w in self.ami._logged_in)
 
     # ------------------------------------------------------------ what the daemon did
+    def query(self, sql: str) -> tuple:
+        """One row of a read-only query with one parameter, this run's PBX (SQLite or PostgreSQL)."""
+        if self.database_url.startswith("sqlite"):
+            path = self.database_url.split("///", 1)[1]
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+                return tuple(db.execute(sql.replace("$1", "?"), (self.pbx,)).fetchone())
+        return tuple(run_pg(self.database_url, sql, self.pbx))
+
     def stored(self) -> int:
-        path = self.database_url.split("///", 1)[1]
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-            return db.execute("SELECT count(*) FROM calls WHERE pbx = ?", (self.pbx,)).fetchone()[0]
+        return self.query("SELECT count(*) FROM calls WHERE pbx = $1")[0]
 
     def stored_detail(self) -> dict[str, int]:
-        path = self.database_url.split("///", 1)[1]
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-            row = db.execute("SELECT count(*), count(DISTINCT call_id), sum(complete), count(route_dial) "
-                             "FROM calls WHERE pbx = ?", (self.pbx,)).fetchone()
+        row = self.query("SELECT count(*), count(DISTINCT call_id), count(*) FILTER (WHERE complete), "
+                         "count(route_dial) FROM calls WHERE pbx = $1" if not self.database_url.startswith("sqlite")
+                         else "SELECT count(*), count(DISTINCT call_id), sum(complete), count(route_dial) "
+                         "FROM calls WHERE pbx = $1")
         return {"records": row[0], "distinct": row[1], "complete": row[2] or 0, "routed": row[3]}
 
     def children(self) -> list[int]:

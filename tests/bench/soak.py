@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import sys
 import tempfile
 import time
@@ -29,7 +28,34 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from daemonrig import CALLS_PER_BURST, DaemonRig, FreshBursts, agi_call, loadavg  # noqa: E402
-from route import make_store  # noqa: E402
+
+
+async def fresh_store(url: str, clients: int) -> None:
+    """An empty schema (PostgreSQL: the database's public schema dropped and made again),
+    migrated, with `clients` clients as tests/bench/route.py makes them."""
+    import random
+
+    from callrouter.store import Client, Store, upgrade
+    from route import phone_of
+
+    if not url.startswith("sqlite"):
+        import asyncpg
+        from sqlalchemy.engine import make_url
+        u = make_url(url)
+        conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username, database=u.database,
+                                     password=u.password)
+        try:
+            await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+        finally:
+            await conn.close()
+    await upgrade(url)
+    rnd = random.Random(1)
+    owners = [str(e) for e in range(100, 200)]
+    async with Store(url) as store:
+        await store.upsert_clients(
+            Client(id=f"c-{i}", name=f"Client {i} LLC", owner_extension=rnd.choice(owners) if i % 3 == 0 else None,
+                   monthly_turnover=round(rnd.lognormvariate(10.5, 1.6), 2), phones=(phone_of(i),))
+            for i in range(clients))
 
 
 def mb(kb: int) -> float:
@@ -37,9 +63,10 @@ def mb(kb: int) -> float:
 
 
 async def soak(args, workdir: Path) -> bool:
-    db = workdir / "soak.db"
-    await make_store(db, args.clients, fresh=True)
-    rig = DaemonRig(f"sqlite+aiosqlite:///{db}", workdir)
+    url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'soak.db'}"
+    await fresh_store(url, args.clients)
+    print(f"store: {url.split('@')[-1]}, {args.clients:,} clients")
+    rig = DaemonRig(url, workdir)
     bursts = FreshBursts()
     copies = max(1, args.calls // CALLS_PER_BURST)
     warm = min(copies, max(1, args.warmup // CALLS_PER_BURST))
@@ -90,8 +117,7 @@ async def soak(args, workdir: Path) -> bool:
         await asyncio.sleep(1.0)
         rss_end = rig.rss_kb()
         detail = rig.stored_detail()
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            decisions = conn.execute("SELECT count(*) FROM route_decisions WHERE pbx = ?", (rig.pbx,)).fetchone()[0]
+        decisions = rig.query("SELECT count(*) FROM route_decisions WHERE pbx = $1")[0]
     finally:
         code = await rig.stop()
     assert rss_start is not None
@@ -118,6 +144,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=100_000, help="calls fed (whole copies of the 40-call burst)")
     ap.add_argument("--clients", type=int, default=10_000, help="clients in the fresh store")
+    ap.add_argument("--database-url", help="the store (its schema is dropped and made again!); default: a new "
+                    "SQLite file; e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/bench_load")
     ap.add_argument("--warmup", type=int, default=5_000, help="calls stored before the start RSS is taken")
     ap.add_argument("--every", type=float, default=30.0, help="s between progress lines")
     ap.add_argument("--keep", help="work in this directory and keep it (the store, the daemon's log)")

@@ -106,7 +106,7 @@ async def interleaved(rig: DaemonRig, bursts: FreshBursts, args, callers: list[s
         if cycle == args.cycles:
             break
         frames = [f for n in range(copies) for f in bursts.frames_of(copy0 + cycle * copies + n)]
-        before = rig.stored()
+        before = await asyncio.to_thread(rig.stored)
         state["phase"] = "burst"
         cpu0 = rig.cpu_s()
         t0 = time.perf_counter()

@@ -11,7 +11,8 @@ time from connect to close (what Asterisk waits), filed by the window they start
   - idle windows: no AMI traffic, --window s each;
   - AMI burst windows: the recorded `burst` stream (40 concurrent calls; fresh ids per
     copy), as many whole copies as --window s at --rate events/s make, pushed at that rate;
-    the window lasts until the last of their call records is in the store;
+    the window lasts until the last of their call records is in the store, and --settle s
+    more (the reporters' trailing work);
 alternating, --cycles bursts between --cycles + 1 idle windows, so the rest of a shared
 machine weighs on both alike. Prints p50/p99/max of each, the burst p99 over the idle
 p99 (target <= 2x), and the AMI events the daemon actually ingested per second: the
@@ -123,6 +124,9 @@ async def interleaved(rig: DaemonRig, bursts: FreshBursts, args, callers: list[s
         t_end = await rig.wait_stored(before + copies * CALLS_PER_BURST, timeout=300)
         ingest_s += t_end - t0
         cpu += rig.cpu_s() - cpu0
+        # the reporters' last work (pops, callbacks, decisions) follows the records: still
+        # the burst's, so the calls made meanwhile count as the burst's, not the idle window's
+        await asyncio.sleep(args.settle)
         events += len(frames)
         calls += copies * CALLS_PER_BURST
     state["phase"] = None
@@ -199,6 +203,8 @@ def main() -> None:
     ap.add_argument("--db", help="the SQLite store (default /tmp/callrouter-load-bench-<clients>.db, kept)")
     ap.add_argument("--cycles", type=int, default=6, help="AMI bursts (idle windows: one more)")
     ap.add_argument("--window", type=float, default=2.2, help="s per window (a burst: whole copies of the stream)")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="s after a burst's last record is stored that still count as the burst")
     ap.add_argument("--rate", type=float, default=5250.0, help="AMI events/s pushed during the burst")
     ap.add_argument("--agi-rate", type=float, default=200.0, help="FastAGI calls/s throughout")
     ap.add_argument("--compare", action="store_true", help="also run without the walk's yield and gc.freeze")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -75,6 +76,7 @@ STOP_BUDGET = 6.0
 DIRECTORY_REFRESH = 300.0
 DND_REFRESH = 15.0
 STOPPED_MID_CALL = "daemon stopped with the call in progress"
+FREEZE_AFTER_LOAD = True  # gc.freeze() after the directory's first load (see _load_directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +373,12 @@ class Daemon:
             await self.directory.load()
         except Exception:  # noqa: BLE001 - routing asks the store until a refresh works
             log.exception("phone directory: first load failed; routing asks the store until a refresh works")
+        if FREEZE_AFTER_LOAD:
+            # what start-up made (modules, the config, the directory) lives as long as the
+            # daemon: out of the collector's reach, a full collection during a burst of calls
+            # walks only what calls make (gc.freeze: the permanent generation)
+            gc.collect()
+            gc.freeze()
 
     async def _refresh_directory(self, first_load: asyncio.Task) -> None:
         assert self.directory is not None

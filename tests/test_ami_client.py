@@ -241,6 +241,22 @@ async def test_unanswered_ping_drops_the_connection():
     assert fake.connections >= 2 and fake.pings >= 1
 
 
+async def test_a_pbx_still_sending_is_not_dropped_for_a_late_pong():
+    """The Pong may wait behind a burst of events we have not read yet: while data keeps
+    coming the link is alive and is kept (dropping it would lose the events); once the
+    PBX goes silent without answering, it is dropped as before."""
+    frames = load_recording(OWNER)[:40]
+    paced = [(i * 0.05, raw) for i, raw in enumerate(frames)]  # 2 s of events, 4 ping timeouts
+    async with FakeAmi(paced, answer_ping=False, speed=1.0) as fake:
+        async with AmiSource(pbx(fake.port), ping_interval=0.05, ping_timeout=0.5) as source:
+            got = await take(source, 40)
+            connections_while_flowing = fake.connections
+            got += await take(source, 1)
+    assert got[:40] == typed(frames)  # every event, on one connection
+    assert connections_while_flowing == 1 and fake.pings >= 1
+    assert isinstance(got[40], StreamGap) and "no reply to Ping" in got[40].reason
+
+
 async def test_answered_pings_keep_the_connection():
     async with FakeAmi(load_recording(OWNER)[:3]) as fake:
         async with AmiSource(pbx(fake.port), ping_interval=0.01, ping_timeout=0.5) as source:

@@ -101,3 +101,38 @@ async def test_opened_by_missed_calls_closed_by_the_next_answered_one(store_url:
             async with http.post(f"{api.url}/api/callbacks/x1/done", headers=api.auth("adam")) as r:
                 assert r.status == 400
             assert await get("sue", "status=open") == []
+
+
+class _CountingStore:
+    """The keeper's store, in memory: counts the queries it is asked."""
+
+    def __init__(self, clients: list[Client]):
+        self.clients = {c.id: c for c in clients}
+        self.asked: list[list[str]] = []
+        self.applied: list = []
+
+    async def get_clients(self, ids):
+        self.asked.append(list(ids))
+        return {i: self.clients[i] for i in ids if i in self.clients}
+
+    async def clients_by_phone(self, number):
+        return []
+
+    async def apply_callbacks(self, actions):
+        self.applied.extend(actions)
+        return sum(isinstance(a, NewCallback) for a in actions), 0
+
+
+async def test_the_keeper_asks_the_store_once_per_batch_not_once_per_call() -> None:
+    """Under an AMI burst every round trip costs turns of a busy event loop: a query per
+    call made the keeper fall thousands of calls behind (tests/bench/soak.py)."""
+    store = _CountingStore([Client(id=f"c-{i}", name=f"C{i}", owner_extension="101", phones=()) for i in range(40)])
+    keeper = CallbackKeeper(store, None)
+    facts = []
+    for i in range(50):  # 40 known clients, 10 ids the store does not know
+        r = rec("missed", call_id=f"1.{i}").model_copy(update={"client_id": f"c-{i}"})
+        facts.append(CallFinished(r, frozenset({r.call_id})))
+    await keeper.handle(facts)
+    assert len(store.asked) == 1 and sorted(store.asked[0]) == sorted(f"c-{i}" for i in range(50))
+    assert [a.client_id for a in store.applied] == [f"c-{i}" for i in range(40)]
+    assert all(a.assignee == "101" for a in store.applied)

@@ -241,3 +241,22 @@ def test_an_oversized_frame_is_skipped_not_fatal():
         frames += got
         skipped += n
     assert frames == good and skipped == 1 and not buf and state["skip"] == 0
+
+
+class _BrokenSpool:
+    """A spool whose writes fail (a full disk): what the spill task hands it is lost."""
+    path = "broken-spool.db"
+    max_bytes = 1024
+
+    async def aput(self, kind, payloads):
+        raise OSError(28, "No space left on device")
+
+
+async def test_a_spill_the_spool_cannot_take_is_counted_and_logged_not_lost_silently(caplog):
+    log = DecisionLogProcess("sqlite+aiosqlite:///unused.db", maxsize=1, spool=_BrokenSpool())
+    assert log.submit(_routed("1.1"))          # held (no child yet)
+    assert log.submit(_routed("1.2")) and log.submit(_routed("1.3"))  # past maxsize: to the spool
+    await log._spilling                        # the task ends normally, its error handled
+    assert log.stats["dropped"] == 2 and log.stats["spooled"] == 0
+    assert "could not be spooled" in caplog.text
+    assert log.pending == 1                    # the held one is still there

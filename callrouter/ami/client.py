@@ -161,12 +161,14 @@ class _Protocol(AMIProtocol):
         self.splitter = FrameSplitter(self._source._cfg.max_frame_bytes)
         self.paused = False
         self.logged_in = False
+        self.reads = 0  # socket reads so far: data flowing proves the link alive (see _no_pong)
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._reason: str | None = None
         self._source._attach(self)
 
     def data_received(self, data: bytes) -> None:
         src, c = self._source, self._source._c
+        self.reads += 1
         try:
             items = self.splitter.feed(data)
             c.peak_buffer = max(c.peak_buffer, self.splitter.pending)
@@ -266,6 +268,7 @@ class _Manager(Manager):
         self.ping_delay = self.ping_interval = ping_interval  # panoramisk int()s these
         self.ping_timeout = ping_timeout
         self._watchdog: asyncio.TimerHandle | None = None
+        self._pinged = 0  # Pings sent: the watchdog belongs to the latest
 
     async def open(self, timeout: float) -> _Protocol:
         async with asyncio.timeout(timeout):
@@ -283,20 +286,26 @@ class _Manager(Manager):
         if self._watchdog is not None or proto is None or proto.closed:
             return  # the last Ping is still unanswered: its watchdog decides
         pong = proto.send({"Action": "Ping"})
-        watchdog = self._watchdog = self.loop.call_later(self.ping_timeout, self._no_pong, proto)
-        pong.add_done_callback(lambda _: self._pong(watchdog))
+        self._pinged += 1
+        self._watchdog = self.loop.call_later(self.ping_timeout, self._no_pong, proto, proto.reads)
+        ping = self._pinged
+        pong.add_done_callback(lambda _: self._pong(ping))
 
-    def _pong(self, watchdog: asyncio.TimerHandle) -> None:
-        watchdog.cancel()
-        if self._watchdog is watchdog:
+    def _pong(self, ping: int) -> None:
+        # the watchdog may have been re-armed since this Ping was sent (see _no_pong)
+        if ping == self._pinged and self._watchdog is not None:
+            self._watchdog.cancel()
             self._watchdog = None
 
-    def _no_pong(self, proto: _Protocol) -> None:
+    def _no_pong(self, proto: _Protocol, reads: int) -> None:
         self._watchdog = None
         if proto is not self.protocol or proto.closed:
             return
-        if proto.paused:  # we stopped reading: the Pong may be waiting unread in the socket
-            self._watchdog = self.loop.call_later(self.ping_timeout, self._no_pong, proto)
+        if proto.paused or proto.reads != reads:
+            # we stopped reading, or the PBX sent more meanwhile: the Pong may be waiting
+            # behind events not read yet (a burst we are behind on). The link is alive;
+            # dropping it would lose those events. Wait again for the Pong.
+            self._watchdog = self.loop.call_later(self.ping_timeout, self._no_pong, proto, proto.reads)
             return
         proto.drop(f"no reply to Ping within {self.ping_timeout:g}s")
 

@@ -9,6 +9,7 @@ and by the tests), so there is one way an event becomes a record.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -24,6 +25,9 @@ from .reporters import Reporter
 # a call with no event for this long lost its hangups (outage): report it incomplete
 IDLE_CALL_SECONDS = 6 * 3600.0
 _EXPIRE_EVERY = 10_000  # events
+# events walked before `follow` lets the event loop run other callbacks: a queue full of
+# AMI events (a burst) would otherwise be walked in one go, holding up FastAGI answers
+YIELD_EVERY = 32
 CAPTURE_ENDED = "capture ended with the call in progress"
 
 log = logging.getLogger(__name__)
@@ -101,10 +105,18 @@ class CallLog:
                           type(event).__name__, n)
 
 
-async def follow(events: AsyncIterator[AmiEvent], calllog: CallLog) -> None:
-    """Walk every event of a live source until it ends."""
+async def follow(events: AsyncIterator[AmiEvent], calllog: CallLog, yield_every: int | None = None) -> None:
+    """Walk every event of a live source until it ends. Every `yield_every` events it
+    yields to the event loop (`asyncio.Queue.get` does not while the queue holds items),
+    so a burst never holds the loop for more than that many walks (default YIELD_EVERY)."""
+    yield_every = yield_every or YIELD_EVERY
+    n = 0
     async for event in events:
         calllog.feed(event)
+        n += 1
+        if n >= yield_every:
+            n = 0
+            await asyncio.sleep(0)
 
 
 def replay(events: Iterable[AmiEvent], calllog: CallLog, end_reason: str = CAPTURE_ENDED) -> Iterator[Fact]:

@@ -145,14 +145,25 @@ class DecisionLogProcess:
         return len(self._queued) + len(self._unacked) + len(self._spill)
 
     async def _spill_out(self) -> None:
+        """The spill task (kept in `_spilling`, awaited by `close`): what is past maxsize to
+        the spool. A spool write that fails is counted and logged here: the task never
+        ends with an exception nobody reads, and `flush` is not left waiting."""
         assert self._spool is not None
-        while self._spill:
-            payloads, self._spill = self._spill, []
-            n = await self._spool.aput(DECISION, payloads)
-            self.stats["spooled"] += n
-            self.stats["dropped"] += len(payloads) - n
-        if not self._queued and not self._unacked:
-            self._idle.set()
+        try:
+            while self._spill:
+                payloads, self._spill = self._spill, []
+                try:
+                    n = await self._spool.aput(DECISION, payloads)
+                except Exception:  # noqa: BLE001 - the spool is the last resort: count what it lost
+                    self.stats["dropped"] += len(payloads)
+                    log.exception("route decision log: %d decision(s) past the limit could not be spooled",
+                                  len(payloads))
+                    continue
+                self.stats["spooled"] += n
+                self.stats["dropped"] += len(payloads) - n
+        finally:
+            if not self._queued and not self._unacked and not self._spill:
+                self._idle.set()
 
     async def flush(self) -> None:
         """Send what is queued now and wait until nothing is pending: every decision

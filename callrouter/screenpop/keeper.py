@@ -11,7 +11,7 @@ callback is a to-do, not the record of the call, which the record writer keeps s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from callrouter.calllog.reporters import QueuedReporter
@@ -38,14 +38,17 @@ class CallbackKeeper(QueuedReporter):
         return isinstance(fact, CallFinished)
 
     async def handle(self, facts: Sequence[Fact]) -> None:
+        records = [f.record for f in facts if isinstance(f, CallFinished)
+                   and f.record.direction != "internal" and f.record.outcome in ("answered", "missed", "abandoned")]
+        # the clients the directory does not settle, from the store in one query for the
+        # batch: a query per record costs a round trip (several turns of the event loop,
+        # long ones while AMI events pour in) each, and the keeper fell behind by thousands
+        ids = {r.client_id for r in records
+               if r.client_id is not None and self._in_directory(r.client_id, client_number(r)) is None}
+        fetched = await self._store.get_clients(sorted(ids)) if ids else {}
         actions: list[NewCallback | CloseBy] = []
-        for f in facts:
-            if not isinstance(f, CallFinished):
-                continue
-            r = f.record
-            if r.direction == "internal" or r.outcome not in ("answered", "missed", "abandoned"):
-                continue
-            client = await self._client(r.client_id, client_number(r))
+        for r in records:
+            client = await self._client(r.client_id, client_number(r), fetched)
             action = callback_action(r, client.id if client else None,
                                      client.owner_extension if client else None, self._desk)
             if action is not None:
@@ -55,7 +58,16 @@ class CallbackKeeper(QueuedReporter):
             self.stats["opened"] += opened
             self.stats["closed"] += closed
 
-    async def _client(self, client_id: str | None, number: str | None) -> ClientInfo | None:
+    def _in_directory(self, client_id: str, number: str | None) -> ClientInfo | None:
+        """The client with this id among those the directory has for the number."""
+        if self._directory is not None and number is not None:
+            found = self._directory.lookup_now(number)
+            if found is not None:
+                return next((c for c in found.clients if c.id == client_id), None)
+        return None
+
+    async def _client(self, client_id: str | None, number: str | None,
+                      fetched: Mapping[str, Any] | None = None) -> ClientInfo | None:
         if self._directory is not None and number is not None:
             found = self._directory.lookup_now(number)
             if found is not None:
@@ -65,7 +77,12 @@ class CallbackKeeper(QueuedReporter):
                 if hit is not None:
                     return hit
         if client_id is not None:
-            c = (await self._store.get_clients([client_id])).get(client_id)
+            if fetched is not None and client_id in fetched:
+                c = fetched[client_id]
+            elif fetched is not None:
+                c = None  # asked for the batch: the store does not know it
+            else:
+                c = (await self._store.get_clients([client_id])).get(client_id)
             if c is not None:
                 return ClientInfo.of(c)
             # a CLIENT_ID the store does not know: the one client with the number, if any

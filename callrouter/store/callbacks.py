@@ -66,6 +66,13 @@ async def open_callback(conn: AsyncConnection, new: NewCallback) -> bool:
     return bool(res.rowcount)
 
 
+async def clients_with_open(conn: AsyncConnection, client_ids: set[str]) -> set[str]:
+    """Which of these clients have an open callback."""
+    rows = await conn.execute(select(_cb.c.client_id).distinct()
+                              .where(_cb.c.client_id.in_(sorted(client_ids)), _cb.c.closed_at.is_(None)))
+    return {r[0] for r in rows}
+
+
 async def close_by_call(conn: AsyncConnection, client_id: str, call_id: str, started_at: datetime | None) -> int:
     """Close the client's open callbacks opened before this answered call; how many."""
     stmt = update(_cb).where(_cb.c.client_id == client_id, _cb.c.closed_at.is_(None), _cb.c.call_id != call_id)

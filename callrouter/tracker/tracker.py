@@ -26,7 +26,9 @@ from .state import CallState, ChannelState, LegState, Signal
 
 _ROUTE_VARS = {"ROUTE_DIAL", "ROUTE_TIMEOUT", "ROUTE_FALLBACK", "ROUTE_REASON", "CLIENT_ID",
                "CLIENT_NAME", "ROUTE_RULE", "AGISTATUS"}
-_FORGET_AFTER = 100_000  # uniqueids of finished calls remembered, to drop their trailing events
+# uniqueids of finished calls remembered, to drop their trailing events (which come within
+# seconds of the hangup); older ones are forgotten, so a daemon's memory stays bounded
+REMEMBER_FINISHED = 10_000
 
 
 @dataclass(slots=True)
@@ -45,8 +47,10 @@ class TrackerStats:
 
 
 class Tracker:
-    def __init__(self, pbx: str = "main", devices: DeviceMap | None = None, region: str = DEFAULT_REGION):
+    def __init__(self, pbx: str = "main", devices: DeviceMap | None = None, region: str = DEFAULT_REGION,
+                 remember_finished: int = REMEMBER_FINISHED):
         self.pbx = pbx
+        self.remember_finished = remember_finished
         self.devices = devices or DeviceMap()
         self.region = region
         self._seq = 0
@@ -70,6 +74,11 @@ class Tracker:
     @property
     def calls_in_flight(self) -> int:
         return len({id(c) for c in self._call_of.values()})
+
+    def held(self) -> dict[str, int]:
+        """How much the tracker holds: what a long-running daemon watches stay bounded."""
+        return {"channels": len(self._channels), "calls": self.calls_in_flight, "linkedids": len(self._by_linkedid),
+                "bridges": len(self._bridges), "finished_remembered": len(self._finished)}
 
     def live_calls(self) -> list[LiveCall]:
         """The calls in flight now, oldest first."""
@@ -277,7 +286,7 @@ class Tracker:
             self._bridges[bid] -= gone
             if not self._bridges[bid]:
                 del self._bridges[bid]
-        while len(self._finished) > _FORGET_AFTER:
+        while len(self._finished) > self.remember_finished:
             self._finished.popitem(last=False)
         self._out.append(CallFinished(record, frozenset(call.channels) | frozenset(call.linkedids)))
 

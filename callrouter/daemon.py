@@ -309,6 +309,12 @@ class Daemon:
                     # what the builder published is out (or dropped), "offline" said, then gone
                     await self.mqtt.close(0.5)
                     mqtt_task.cancel()
+                # the stop is bounded: a part still running past its budget (a source stuck
+                # reconnecting, a writer stuck in a driver call) is cancelled, never waited for
+                stragglers = [t for t in (*pbx_tasks, *reporting, log_task, loading) if not t.done()]
+                for t in stragglers:
+                    log.warning("stopping: %s did not end within the stop budget; cancelled", t.get_name())
+                    t.cancel()
             log.info("stopped: %d call record(s) written",
                      sum(r.stats["saved"] for r in self.reporters if isinstance(r, RecordWriter)))
 

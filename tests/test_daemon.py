@@ -206,3 +206,59 @@ async def test_the_daemon_shows_live_calls_counts_reloads_and_stores_the_open_ca
         record = await store.get_call("lab", call_id)
     assert record.complete is False and record.gaps == ("daemon stopped with the call in progress",)
     assert daemon.counters()["reporter.call record.saved"] == 1
+
+
+async def test_a_part_that_never_ends_does_not_hold_the_stop(tmp_path: Path, caplog) -> None:
+    """A consumer stuck past the stop budget (here a reporter whose task ignores close, as
+    a library call without a timeout would) is cancelled: the daemon still stops within
+    10 s, the call records are stored, and the log names what was cut."""
+    import logging
+    import shutil
+
+    from callrouter.calllog.reporters import QueuedReporter
+    from callrouter.config import load_settings
+    from callrouter.daemon import Daemon
+
+    class StuckReporter(QueuedReporter):
+        name = "stuck"
+
+        async def run(self) -> None:
+            await asyncio.Event().wait()
+
+        async def close(self, timeout: float | None = 10.0) -> None:
+            return None
+
+    class DaemonWithAStuckPart(Daemon):
+        def build_reporters(self, store):
+            return [*super().build_reporters(store), StuckReporter()]
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    await upgrade(url)
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("*.md"))
+    frames = load_recording(RECORDINGS / "answered_owner.ami.jsonl")
+    async with FakeAmi(frames) as ami:
+        config = tmp_path / "callrouter.toml"
+        config.write_text(f'database_url = "{url}"\nrules_dir = "{rules}"\n[agi]\nhost = "127.0.0.1"\nport = 0\n'
+                          f'[web]\nenabled = false\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
+                          f'[[pbx]]\nname = "lab"\nport = {ami.port}\n')
+        daemon = DaemonWithAStuckPart(load_settings(config))
+        stop = asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop))
+
+        async def call_is_stored() -> bool:
+            return daemon.started.is_set() and daemon.counters().get("reporter.call record.saved", 0) == 1
+        await _wait_for(call_is_stored)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with caplog.at_level(logging.WARNING, logger="callrouter.daemon"):
+            stop.set()
+            done, _ = await asyncio.wait([running], timeout=12)
+        if not done:
+            running.cancel()
+        assert done, "the daemon was still stopping 12 s after stop"
+        running.result()
+        assert loop.time() - began < 10
+    assert any("reporter-stuck did not end within the stop budget" in r.getMessage() for r in caplog.records)
+    async with Store(url) as store:
+        assert len(await _call_ids(store)) == 1

@@ -40,7 +40,8 @@ sys.path.insert(0, str(HERE))
 from daemonrig import CALLS_PER_BURST, DaemonRig, FreshBursts, agi_call, loadavg  # noqa: E402
 from route import HEADER, make_store, phone_of  # noqa: E402
 
-WITHOUT_CHANGES = {"callrouter.calllog.walk.YIELD_EVERY": 10**9, "callrouter.daemon.FREEZE_AFTER_LOAD": False}
+WITHOUT_CHANGES = {"callrouter.calllog.walk.YIELD_EVERY": 10**9, "callrouter.calllog.walk.SLICE_SECONDS": 10**9,
+                   "callrouter.daemon.FREEZE_AFTER_LOAD": False}
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -314,6 +314,11 @@ class _Connection(asyncio.Protocol):
         srv.stats[outcome] += 1
         if close and self.transport is not None:
             if outcome == "answered":
+                # the FIN now (the write buffer is empty: Asterisk has replied to the last
+                # command), not on the loop's next turn as close() alone would: Asterisk
+                # goes on with the dialplan at EOF, and a busy loop's turn takes milliseconds
+                if self.transport.can_write_eof():
+                    self.transport.write_eof()
                 self.transport.close()
             else:
                 self.transport.abort()

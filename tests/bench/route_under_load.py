@@ -19,9 +19,11 @@ alternating, --cycles bursts between --cycles + 1 idle windows, so the rest of a
 machine weighs on both alike. Prints p50/p99/max of each, the burst p99 over the idle
 p99 (target <= 2x), and the AMI events the daemon actually ingested per second: the
 bursts' events over the burst windows' time (first frame to the last record stored).
---compare runs the same again against the daemon with the walk's yielding and the
-gc.freeze taken out (module globals patched in the daemon's process); --experiment adds
-a daemon with other globals set or code run first (e.g. a GIL switch interval).
+--compare runs the same again against the daemon without what keeps its event loop's
+slices short (the walk's yield and 0.5 ms time slice, the AMI read's 0.5 ms time slice,
+the FIN sent at once) and without the gc.freeze (module globals patched in the daemon's
+process); --experiment adds a daemon with other globals set or code run first (e.g. a GIL
+switch interval).
 """
 from __future__ import annotations
 
@@ -40,7 +42,10 @@ sys.path.insert(0, str(HERE))
 from daemonrig import CALLS_PER_BURST, DaemonRig, FreshBursts, agi_call, loadavg  # noqa: E402
 from route import HEADER, make_store, phone_of  # noqa: E402
 
+# --compare: the same daemon without what keeps the event loop's slices short (the walk's
+# yield and time slice, the AMI read's time slice, the FIN at once) and without gc.freeze
 WITHOUT_CHANGES = {"callrouter.calllog.walk.YIELD_EVERY": 10**9, "callrouter.calllog.walk.SLICE_SECONDS": 10**9,
+                   "callrouter.ami.client.READ_SLICE_SECONDS": 10**9, "callrouter.agi.server.EOF_AT_ONCE": False,
                    "callrouter.daemon.FREEZE_AFTER_LOAD": False}
 
 
@@ -178,7 +183,7 @@ async def main_async(args) -> None:
     await make_store(db, args.clients, fresh=False)
     runs: list[tuple[str, dict | None, str]] = [("as shipped", None, "")]
     if args.compare:
-        runs.append(("without yield/freeze", WITHOUT_CHANGES, ""))
+        runs.append(("without slices/FIN/freeze", WITHOUT_CHANGES, ""))
     if args.experiment:  # CR_BENCH-style knobs, by hand: --experiment 'label|module.GLOBAL=value;...|python'
         for spec in args.experiment:
             label, _, rest = spec.partition("|")
@@ -204,7 +209,8 @@ def main() -> None:
                     help="s after a burst's last record is stored that still count as the burst")
     ap.add_argument("--rate", type=float, default=5250.0, help="AMI events/s pushed during the burst")
     ap.add_argument("--agi-rate", type=float, default=200.0, help="FastAGI calls/s throughout")
-    ap.add_argument("--compare", action="store_true", help="also run without the walk's yield and gc.freeze")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run without the walk's and the AMI read's slices, the FIN at once and gc.freeze")
     ap.add_argument("--experiment", action="append", help="another daemon to compare: 'LABEL|mod.NAME=value;...|code'")
     args = ap.parse_args()
     print(f"load average at start: {loadavg()} (2 cores: compare ratios, not times)")

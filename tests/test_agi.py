@@ -344,6 +344,44 @@ async def test_all_variables_go_in_one_command_by_default(plain_server):
     assert plain_server.stats["array-checked"] == 1 and plain_server.stats["answered"] == 2
 
 
+async def test_the_answer_ends_with_the_fin_sent_in_the_same_callback(plain_server, monkeypatch):
+    """Once Asterisk has replied to the last command the router's FIN is sent before the
+    event loop runs anything else (write_eof), not on a later loop turn, which a busy loop
+    (an AMI burst) makes milliseconds long: the caller's side sees EOF right after the
+    callback that handled the reply."""
+    import socket
+    from callrouter.agi import server as server_mod
+
+    await _good(plain_server.port)  # ARRAY() checked: the next call gets one command
+    loop = asyncio.get_running_loop()
+    client = socket.create_connection((HOST, plain_server.port))
+    client.setblocking(False)
+    seen: list = []
+    orig = server_mod._Connection._finish
+
+    def finish(self, outcome, close=True):
+        orig(self, outcome, close)
+        try:  # still inside the server's callback: has the FIN reached the client?
+            seen.append(client.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK))
+        except BlockingIOError:
+            seen.append("nothing yet")
+    monkeypatch.setattr(server_mod._Connection, "_finish", finish)
+    try:
+        async with asyncio.timeout(5):
+            await loop.sock_sendall(client, route_request("+79161234567"))
+            data = b""
+            while not data.endswith(b"\n"):
+                data += await loop.sock_recv(client, 4096)
+            assert data.startswith(b"SET VARIABLE ARRAY(")
+            await loop.sock_sendall(client, b"200 result=1\n")
+            while not seen:
+                await asyncio.sleep(0.01)
+    finally:
+        client.close()
+    assert seen == [b""]  # EOF
+    assert plain_server.stats["answered"] == 2
+
+
 async def test_a_pbx_without_the_array_function_gets_the_variables_one_by_one(plain_server):
     first = await agi_call(HOST, plain_server.port, route_request("+79161234567"), array_function=False)
     assert first.commands[0].startswith("SET VARIABLE ARRAY(") and first.commands[1] == "GET VARIABLE ROUTE_DIAL\n"

@@ -190,6 +190,59 @@ async def test_a_slow_consumer_with_a_tiny_queue_gets_every_event_in_order():
     assert stats.reconnects == 0 and fake.connections == 1
 
 
+async def _ticks_while_taking(monkeypatch, slice_seconds: float) -> tuple[int, list, list]:
+    """Every event of the recorded burst (5,800 frames) arriving in one socket read (handed
+    to the connection's protocol as one), beside a task that counts the event loop's turns
+    meanwhile. The client's clock is a fake one
+    that each look at it moves on by 30 % of READ_SLICE_SECONDS (no timing is measured)."""
+    path = FIXTURES / "burst.ami.jsonl"
+    expected = list(read_events(path))
+    now = [0.0]
+    step = client_mod.READ_SLICE_SECONDS * 0.3
+
+    def clock() -> float:
+        now[0] += step
+        return now[0]
+    monkeypatch.setattr(client_mod, "_clock", clock)
+    monkeypatch.setattr(client_mod, "READ_SLICE_SECONDS", slice_seconds)
+    ticks = 0
+    ticking = True
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while ticking:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    frames = [f.encode() for f in load_recording(path)]
+    async with FakeAmi([]) as fake, AmiSource(pbx(fake.port), snapshot_on_login=False) as source:
+        async with asyncio.timeout(10):
+            while not (source.connected and fake.logins):
+                await asyncio.sleep(0.01)
+        t = asyncio.create_task(ticker())
+        source._proto.data_received(b"".join(frames))  # one read of the whole burst
+        got = await take(source, len(expected))
+        ticking = False
+        await t
+    return ticks, got, expected
+
+
+async def test_a_large_socket_read_is_handled_in_time_slices(monkeypatch):
+    """A read of many frames does not hold the event loop: past READ_SLICE_SECONDS the rest
+    of the read waits for a later loop turn (reading paused), every event still in order."""
+    ticks, got, expected = await _ticks_while_taking(monkeypatch, client_mod.READ_SLICE_SECONDS)
+    assert got == expected
+    assert ticks >= len(expected) // 5, (ticks, len(expected))
+
+
+async def test_without_the_read_slice_a_read_is_handled_in_one_go(monkeypatch):
+    """The check above can fail: with the slice out of reach the loop turns about once per
+    socket read, far fewer times."""
+    ticks, got, expected = await _ticks_while_taking(monkeypatch, 10.0**9)
+    assert got == expected
+    assert ticks < len(expected) // 5, (ticks, len(expected))
+
+
 # ---------------------------------------------------------------- connection
 
 

@@ -1,5 +1,5 @@
 """The walk under load: a burst of AMI events already queued does not hold the event loop
-(follow yields every YIELD_EVERY events) and yields the same records as the synchronous
+(follow yields once it has walked SLICE_SECONDS, or YIELD_EVERY events) and yields the same records as the synchronous
 replay; the tracker forgets finished calls beyond a bound, so a daemon's memory does not
 grow with the number of calls it has seen."""
 import asyncio
@@ -9,7 +9,8 @@ from pathlib import Path
 from callrouter.ami.capture import parse_raw_frame
 from callrouter.ami.events import Hangup, parse_event
 from callrouter.calllog.reporters import RecordCollector
-from callrouter.calllog.walk import YIELD_EVERY, CallLog, follow, replay
+from callrouter.calllog import walk
+from callrouter.calllog.walk import SLICE_SECONDS, YIELD_EVERY, CallLog, follow, replay
 from callrouter.tracker import CallFinished, Tracker
 from fakeami import load_recording
 
@@ -35,7 +36,8 @@ async def _queued(events):
         yield e
 
 
-async def _walk_with_ticker(events, yield_every: int | None) -> tuple[int, RecordCollector]:
+async def _walk_with_ticker(events, yield_every: int | None, slice_seconds: float | None = None,
+                            observers=()) -> tuple[int, RecordCollector]:
     """follow() over events that are all there already, beside a task that counts how many
     times the event loop let it run meanwhile."""
     ticks = 0
@@ -48,11 +50,11 @@ async def _walk_with_ticker(events, yield_every: int | None) -> tuple[int, Recor
             await asyncio.sleep(0)
 
     collector = RecordCollector()
-    calllog = CallLog(Tracker("main"), [collector])
+    calllog = CallLog(Tracker("main"), [collector], observers=observers)
     t = asyncio.create_task(ticker())
     await asyncio.sleep(0)  # the ticker is running
     start = ticks
-    await follow(_queued(events), calllog, yield_every=yield_every)
+    await follow(_queued(events), calllog, yield_every=yield_every, slice_seconds=slice_seconds)
     during = ticks - start
     walking = False
     await t
@@ -70,8 +72,39 @@ async def test_a_queued_burst_lets_other_callbacks_run_every_few_events():
 async def test_without_yielding_the_walk_holds_the_loop_for_the_whole_burst():
     """The check above can fail: walking the same burst without yielding starves the ticker."""
     events = burst_events(2)
-    during, _ = await _walk_with_ticker(events, 10**9)
+    during, _ = await _walk_with_ticker(events, 10**9, slice_seconds=10**9)
     assert during <= 1, during
+
+
+async def test_slow_events_make_the_walk_yield_after_a_time_slice_not_a_count(monkeypatch):
+    """Events that take long to walk: follow yields once SLICE_SECONDS of walking have
+    passed, well before YIELD_EVERY events. The clock is a fake one that each event's walk
+    moves on by 40 % of a slice (no timing is measured), so the loop runs other callbacks
+    every 3 events."""
+    now = [0.0]
+    monkeypatch.setattr(walk, "_clock", lambda: now[0])
+
+    def slow(_event) -> None:
+        now[0] += SLICE_SECONDS * 0.4
+
+    events = burst_events(1)
+    during, collector = await _walk_with_ticker(events, None, observers=[slow])
+    assert len(collector.records) == CALLS_PER_COPY
+    assert during >= len(events) // 3 - 1, (during, len(events))
+
+
+async def test_without_the_time_slice_slow_events_are_walked_yield_every_at_a_time(monkeypatch):
+    """The check above can fail: with the slice out of reach, the same slow walk lets the
+    loop run only every YIELD_EVERY events."""
+    now = [0.0]
+    monkeypatch.setattr(walk, "_clock", lambda: now[0])
+
+    def slow(_event) -> None:
+        now[0] += SLICE_SECONDS * 0.4
+
+    events = burst_events(1)
+    during, _ = await _walk_with_ticker(events, None, slice_seconds=10**9, observers=[slow])
+    assert during <= len(events) // YIELD_EVERY + 1, (during, len(events))
 
 
 async def test_yielding_walk_makes_the_same_records_as_the_replay():

@@ -5,6 +5,8 @@ this process, over loopback TCP; the recorded `burst` stream with fresh ids.
     rig = DaemonRig(db_url, workdir)
     await rig.start()                 # config written, daemon started, AMI logged in, directory loaded
     rig.push(frames) / await rig.feed(frames)   # AMI events to the daemon (feed: with backpressure)
+    await rig.feeder(cmd)             # ami_process=True: the fake AMI runs in its own process
+                                      # (tests/bench/amifeeder.py), driven by commands
     await agi_call(rig.agi_port, request)      # one FastAGI call, seconds from connect to close
     rig.stored()                      # call records in the store for this run's PBX
     rig.rss_kb()                      # the daemon's resident memory (and its decision-log child's)
@@ -169,6 +171,15 @@ def run_pg(url: str, sql: str, *args) -> list:
         return ex.submit(asyncio.run, q()).result()
 
 
+def query_store(database_url: str, pbx: str, sql: str) -> tuple:
+    """One row of a read-only query with one parameter, `pbx` (SQLite or PostgreSQL)."""
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[1]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            return tuple(db.execute(sql.replace("$1", "?"), (pbx,)).fetchone())
+    return tuple(run_pg(database_url, sql, pbx))
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -176,7 +187,11 @@ def loadavg() -> str:
 
 class DaemonRig:
     def __init__(self, database_url: str, workdir: Path, *, pbx: str | None = None, managers: range = range(100, 200),
-                 patches: dict[str, object] | None = None, prelude: str = "", log_level: str = "INFO"):
+                 patches: dict[str, object] | None = None, prelude: str = "", log_level: str = "INFO",
+                 ami_process: bool = False):
+        """ami_process: the fake AMI server in its own process (tests/bench/amifeeder.py, driven
+        by `feeder(...)`), so pushing bursts and polling the store never run on this process's
+        event loop; push()/feed()/ami_backlog() are then unavailable."""
         self.database_url = database_url
         self.workdir = Path(workdir)
         self.pbx = pbx or f"load{uuid.uuid4().hex[:6]}"
@@ -185,6 +200,9 @@ class DaemonRig:
         self.prelude = prelude  # Python run in the daemon's process first (experiments)
         self.log_level = log_level
         self.ami: FakeAmi | None = None
+        self.ami_process = ami_process
+        self._feeder: asyncio.subprocess.Process | None = None
+        self.ami_port = 0
         self.agi_port = 0
         self.proc: asyncio.subprocess.Process | None = None
         self.log_path = self.workdir / "daemon.log"
@@ -193,8 +211,15 @@ class DaemonRig:
         from callrouter.demo.run import demo_rules
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.ami = FakeAmi([], lists=True)
-        await self.ami.__aenter__()
+        if self.ami_process:
+            self._feeder = await asyncio.create_subprocess_exec(
+                sys.executable, str(HERE / "amifeeder.py"), self.database_url, self.pbx,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            self.ami_port = (await self._answer(timeout))["port"]
+        else:
+            self.ami = FakeAmi([], lists=True)
+            await self.ami.__aenter__()
+            self.ami_port = self.ami.port
         self.agi_port = free_port()
         rules = demo_rules(self.workdir)   # open round the clock: every call takes the full rule path
         config = self.workdir / "callrouter.toml"
@@ -205,7 +230,7 @@ log_level = "{self.log_level}"
 [[pbx]]
 name = "{self.pbx}"
 host = "127.0.0.1"
-port = {self.ami.port}
+port = {self.ami_port}
 secret = "bench"
 
 [agi]
@@ -230,12 +255,34 @@ path = "{self.workdir / 'spool.db'}"
             if self.proc.returncode is not None:
                 raise RuntimeError(f"the daemon exited ({self.proc.returncode}): see {self.log_path}")
             text = self.log_path.read_text(errors="replace")
-            if self.ami.logins and "phone directory:" in text and await self._accepts():
+            if await self._logins() and "phone directory:" in text and await self._accepts():
                 break
             if time.monotonic() > end:
                 raise RuntimeError(f"the daemon did not get ready in {timeout:.0f} s: see {self.log_path}")
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)  # the on-login snapshot, the directory's gc.freeze
+
+    async def _logins(self) -> int:
+        if self.ami is not None:
+            return len(self.ami.logins)
+        return (await self.feeder({"cmd": "logins"}))["logins"]
+
+    async def _answer(self, timeout: float | None = None) -> dict:
+        assert self._feeder is not None and self._feeder.stdout is not None
+        line = await asyncio.wait_for(self._feeder.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"the AMI feeder exited ({await self._feeder.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the AMI feeder: {answer['error']}")
+        return answer
+
+    async def feeder(self, command: dict, timeout: float | None = None) -> dict:
+        """One command to the AMI feeder process and its answer (see tests/bench/amifeeder.py)."""
+        assert self._feeder is not None and self._feeder.stdin is not None
+        self._feeder.stdin.write(json.dumps(command).encode() + b"\n")
+        await self._feeder.stdin.drain()
+        return await self._answer(timeout)
 
     async def _accepts(self) -> bool:
         try:
@@ -273,11 +320,7 @@ path = "{self.workdir / 'spool.db'}"
     # ------------------------------------------------------------ what the daemon did
     def query(self, sql: str) -> tuple:
         """One row of a read-only query with one parameter, this run's PBX (SQLite or PostgreSQL)."""
-        if self.database_url.startswith("sqlite"):
-            path = self.database_url.split("///", 1)[1]
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-                return tuple(db.execute(sql.replace("$1", "?"), (self.pbx,)).fetchone())
-        return tuple(run_pg(self.database_url, sql, self.pbx))
+        return query_store(self.database_url, self.pbx, sql)
 
     def stored(self) -> int:
         return self.query("SELECT count(*) FROM calls WHERE pbx = $1")[0]
@@ -331,5 +374,13 @@ path = "{self.workdir / 'spool.db'}"
             code = self.proc.returncode
         if self.ami is not None:
             await self.ami.__aexit__(None, None, None)
+        if self._feeder is not None and self._feeder.returncode is None:
+            assert self._feeder.stdin is not None
+            self._feeder.stdin.close()  # the feeder ends when its stdin closes
+            try:
+                await asyncio.wait_for(self._feeder.wait(), 10)
+            except TimeoutError:
+                self._feeder.kill()
+                await self._feeder.wait()
         self._log.close()
         return code

@@ -5,21 +5,25 @@
 
 The real daemon (`callrouter run`, its own process, a SQLite store of --clients clients,
 the shipped rules with an always-open calendar, 100 managers, decision log in its child
-process) between a fake AMI server and a FastAGI caller in this process, over loopback.
-In one run, FastAGI calls at --agi-rate calls/s, paced, to known clients' numbers, answer
+process) between a fake AMI server in a third process (tests/bench/amifeeder.py: it builds
+and pushes the bursts and polls the store) and a FastAGI caller, alone on this process's
+event loop, over loopback. In one run, FastAGI calls at --agi-rate calls/s, paced, to known clients' numbers, answer
 time from connect to close (what Asterisk waits), filed by the window they started in:
   - idle windows: no AMI traffic, --window s each;
   - AMI burst windows: the recorded `burst` stream (40 concurrent calls; fresh ids per
     copy), as many whole copies as --window s at --rate events/s make, pushed at that rate;
     the window lasts until the last of their call records is in the store, and --settle s
-    more (the reporters' trailing work);
+    more (the reporters' trailing work); the next burst's frames are built in the feeder
+    during the idle window before it;
 alternating, --cycles bursts between --cycles + 1 idle windows, so the rest of a shared
 machine weighs on both alike. Prints p50/p99/max of each, the burst p99 over the idle
 p99 (target <= 2x), and the AMI events the daemon actually ingested per second: the
 bursts' events over the burst windows' time (first frame to the last record stored).
---compare runs the same again against the daemon with the walk's yielding and the
-gc.freeze taken out (module globals patched in the daemon's process); --experiment adds
-a daemon with other globals set or code run first (e.g. a GIL switch interval).
+--compare runs the same again against the daemon without what keeps its event loop's
+slices short (the walk's yield and 0.5 ms time slice, the AMI read's 0.5 ms time slice,
+the FIN sent at once) and without the gc.freeze (module globals patched in the daemon's
+process); --experiment adds a daemon with other globals set or code run first (e.g. a GIL
+switch interval).
 """
 from __future__ import annotations
 
@@ -38,7 +42,11 @@ sys.path.insert(0, str(HERE))
 from daemonrig import CALLS_PER_BURST, DaemonRig, FreshBursts, agi_call, loadavg  # noqa: E402
 from route import HEADER, make_store, phone_of  # noqa: E402
 
-WITHOUT_CHANGES = {"callrouter.calllog.walk.YIELD_EVERY": 10**9, "callrouter.daemon.FREEZE_AFTER_LOAD": False}
+# --compare: the same daemon without what keeps the event loop's slices short (the walk's
+# yield and time slice, the AMI read's time slice, the FIN at once) and without gc.freeze
+WITHOUT_CHANGES = {"callrouter.calllog.walk.YIELD_EVERY": 10**9, "callrouter.calllog.walk.SLICE_SECONDS": 10**9,
+                   "callrouter.ami.client.READ_SLICE_SECONDS": 10**9, "callrouter.agi.server.EOF_AT_ONCE": False,
+                   "callrouter.daemon.FREEZE_AFTER_LOAD": False}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -84,14 +92,15 @@ async def agi_load(rig: DaemonRig, rate: float, stop: asyncio.Event, callers: li
         print(f"  WARNING: {failed} FastAGI calls failed", file=sys.stderr)
 
 
-async def interleaved(rig: DaemonRig, bursts: FreshBursts, args, callers: list[str], copy0: int
+async def interleaved(rig: DaemonRig, args, callers: list[str], copy0: int, events_per_copy: int
                       ) -> tuple[dict[str, list[float]], dict]:
     """FastAGI calls throughout; AMI bursts and idle windows alternate (`--cycles` of each,
     plus a last idle window), so the other work on a shared machine weighs on both alike.
-    A burst window is `copies` whole copies of the recorded burst pushed at `--rate`; it
-    lasts until the last of their records is stored (the daemon has ingested them)."""
-    loop = asyncio.get_running_loop()
-    copies = max(1, round(args.window * args.rate / bursts.events_per_copy))
+    A burst window is `copies` whole copies of the recorded burst pushed at `--rate` by the
+    AMI feeder process; it lasts until the last of their records is stored (the daemon has
+    ingested them), and `--settle` s more. This loop only makes the FastAGI calls and waits
+    for the feeder's answers: the frames are built, pushed and the store polled over there."""
+    copies = max(1, round(args.window * args.rate / events_per_copy))
     state: dict = {"phase": None, "cycle": 0}
     lat: dict[str, list[float]] = {}
     stop = asyncio.Event()
@@ -103,31 +112,24 @@ async def interleaved(rig: DaemonRig, bursts: FreshBursts, args, callers: list[s
     sent_s = 0.0
     for cycle in range(args.cycles + 1):
         state["phase"] = "idle"
-        await asyncio.sleep(args.window)
         if cycle == args.cycles:
+            await asyncio.sleep(args.window)
             break
-        frames = [f for n in range(copies) for f in bursts.frames_of(copy0 + cycle * copies + n)]
-        before = await asyncio.to_thread(rig.stored)
+        # the next burst's frames are built (over there) during this idle window
+        t_idle = time.perf_counter()
+        await rig.feeder({"cmd": "prepare", "first": copy0 + cycle * copies, "copies": copies})
+        await asyncio.sleep(max(0.0, args.window - (time.perf_counter() - t_idle)))
         state["phase"] = "burst"
         cpu0 = rig.cpu_s()
-        t0 = time.perf_counter()
-        start = loop.time()
-        sent = 0
-        while sent < len(frames):
-            due = min(len(frames), int((loop.time() - start) * args.rate) + 1)
-            if due > sent:
-                rig.push(b"".join(frames[sent:due]))
-                sent = due
-                backlog_max = max(backlog_max, rig.ami_backlog())
-            await asyncio.sleep(0.01)
-        sent_s += time.perf_counter() - t0
-        t_end = await rig.wait_stored(before + copies * CALLS_PER_BURST, timeout=300)
-        ingest_s += t_end - t0
+        done = await rig.feeder({"cmd": "burst", "rate": args.rate, "timeout": 300.0})
         cpu += rig.cpu_s() - cpu0
+        sent_s += done["sent_s"]
+        ingest_s += done["ingest_s"]
+        backlog_max = max(backlog_max, done["backlog_max"])
         # the reporters' last work (pops, callbacks, decisions) follows the records: still
         # the burst's, so the calls made meanwhile count as the burst's, not the idle window's
         await asyncio.sleep(args.settle)
-        events += len(frames)
+        events += done["events"]
         calls += copies * CALLS_PER_BURST
     state["phase"] = None
     stop.set()
@@ -147,16 +149,16 @@ async def one_run(label: str, db: Path, args, patches: dict | None, copy0: int, 
     # known clients, none on a shared number (the bench store shares phone_of(100k))
     callers = [phone_of(i).replace("+7", "8") for i in (rnd.randrange(args.clients) for _ in range(5000))
                if i % 100 != 0]
-    bursts = FreshBursts()
+    events_per_copy = FreshBursts().events_per_copy
     with tempfile.TemporaryDirectory(prefix="route-under-load-") as tmp:
-        rig = DaemonRig(f"sqlite+aiosqlite:///{db}", Path(tmp), patches=patches, prelude=prelude)
+        rig = DaemonRig(f"sqlite+aiosqlite:///{db}", Path(tmp), patches=patches, prelude=prelude, ami_process=True)
         t = time.perf_counter()
         await rig.start()
         print(f"{label}: daemon ready in {time.perf_counter() - t:.1f} s (pid {rig.proc.pid}, "
               f"RSS {rig.rss_kb()[0] / 1024:.0f} MB); load average {loadavg()}")
         try:
             load_before = loadavg()
-            lat, info = await interleaved(rig, bursts, args, callers, copy0)
+            lat, info = await interleaved(rig, args, callers, copy0, events_per_copy)
             load_after = loadavg()
             detail = rig.stored_detail()
         finally:
@@ -181,7 +183,7 @@ async def main_async(args) -> None:
     await make_store(db, args.clients, fresh=False)
     runs: list[tuple[str, dict | None, str]] = [("as shipped", None, "")]
     if args.compare:
-        runs.append(("without yield/freeze", WITHOUT_CHANGES, ""))
+        runs.append(("without slices/FIN/freeze", WITHOUT_CHANGES, ""))
     if args.experiment:  # CR_BENCH-style knobs, by hand: --experiment 'label|module.GLOBAL=value;...|python'
         for spec in args.experiment:
             label, _, rest = spec.partition("|")
@@ -207,7 +209,8 @@ def main() -> None:
                     help="s after a burst's last record is stored that still count as the burst")
     ap.add_argument("--rate", type=float, default=5250.0, help="AMI events/s pushed during the burst")
     ap.add_argument("--agi-rate", type=float, default=200.0, help="FastAGI calls/s throughout")
-    ap.add_argument("--compare", action="store_true", help="also run without the walk's yield and gc.freeze")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run without the walk's and the AMI read's slices, the FIN at once and gc.freeze")
     ap.add_argument("--experiment", action="append", help="another daemon to compare: 'LABEL|mod.NAME=value;...|code'")
     args = ap.parse_args()
     print(f"load average at start: {loadavg()} (2 cores: compare ratios, not times)")

@@ -57,6 +57,8 @@ def test_files_merge_in_name_order(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ("rules: [\n  - name: x\n", "not valid YAML"),
+    ("holidays:\n  - 2026-02-30\n", "'2026-02-30' is not a date or time: day is out of range"),
+    ("holidays: [0000-01-01]\n", "'0000-01-01' is not a date or time"),
     ("- just\n- a list\n", "must be a mapping"),
     ("rules:\n  - {name: x, dial: Local/a@queues, colour: red}\n", "rule 'x': colour: unknown key"),
     ("rules:\n  - {name: x, dial: 'Local/a@queues,20,tT'}\n", "rule 'x': dial:"),

@@ -334,6 +334,19 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _construct_timestamp(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> Any:
+    # PyYAML resolves `2026-02-30` as a timestamp by its shape and then raises a bare
+    # ValueError building it: made a YAML error with the position, like any other
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError) as e:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} is not a date or time: {e}", node.start_mark) from None
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 # YAML 1.2 booleans: only true/false. YAML 1.1 also reads yes/no/on/off as booleans,
 # which turns a rule named `off` or a tier named `no` into False.
 _UniqueKeyLoader.yaml_implicit_resolvers = {

@@ -97,14 +97,14 @@ async def test_bad_frames_are_logged_counted_and_skipped(caplog):
 
 async def test_an_unexpected_error_handling_one_frame_is_contained(caplog, monkeypatch):
     frames = load_recording(OWNER)[:8]
-    real = client_mod.parse_event
+    real = client_mod.parse_headers  # the client's parser: frame_headers' view -> event
 
-    def flaky(headers, fallback_time=None):
-        if headers.get("Event") == "Newchannel":
+    def flaky(view, fallback_time=None):
+        if view.get("Event") == "Newchannel":
             raise RuntimeError("bug in a parser")
-        return real(headers, fallback_time)
+        return real(view, fallback_time)
 
-    monkeypatch.setattr(client_mod, "parse_event", flaky)
+    monkeypatch.setattr(client_mod, "parse_headers", flaky)
     expected = [e for e in typed(frames) if type(e).__name__ != "Newchannel"]
     async with FakeAmi(frames) as fake, AmiSource(pbx(fake.port)) as source:
         got = await take(source, len(expected))

@@ -136,3 +136,32 @@ async def test_the_keeper_asks_the_store_once_per_batch_not_once_per_call() -> N
     assert len(store.asked) == 1 and sorted(store.asked[0]) == sorted(f"c-{i}" for i in range(50))
     assert [a.client_id for a in store.applied] == [f"c-{i}" for i in range(40)]
     assert all(a.assignee == "101" for a in store.applied)
+
+
+async def test_list_callbacks_every_filter_shape(store):
+    """The statements are built once per shape (store/callbacks.py): each filter, alone and
+    together, and the paging, still select what they say, newest first."""
+    from datetime import UTC, datetime
+
+    from callrouter.screenpop.callbacks import CloseBy, NewCallback
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    news = [NewCallback("main", f"call-{i}", f"c-{i % 3}", f"{100 + i % 2}", "owner", "missed", None, t)
+            for i in range(8)]
+    await store.apply_callbacks(news)
+    await store.apply_callbacks([CloseBy("c-0", "answered-1", None)])  # closes c-0's: calls 0, 3, 6
+    all_ = await store.list_callbacks(status="all")
+    assert [c.call_id for c in all_] == [f"call-{i}" for i in range(7, -1, -1)]
+    ids = {c.call_id: c.id for c in all_}
+
+    async def got(**kw):
+        return [c.call_id for c in await store.list_callbacks(**kw)]
+    assert await got() == ["call-7", "call-5", "call-4", "call-2", "call-1"]
+    assert await got(status="done") == ["call-6", "call-3", "call-0"]
+    assert await got(assignee="101") == ["call-7", "call-5", "call-1"]
+    assert await got(client_id="c-1") == ["call-7", "call-4", "call-1"]
+    assert await got(client_id="c-1", assignee="100") == ["call-4"]
+    assert await got(status="all", before=ids["call-4"], limit=2) == ["call-3", "call-2"]
+    assert await got(status="done", client_id="c-0", before=ids["call-6"]) == ["call-3", "call-0"]
+    assert await got(status="all", limit=1) == ["call-7"]
+    calls, open_ = await store.pop_history("c-2")
+    assert calls == [] and [c.call_id for c in open_] == ["call-5", "call-2"]

@@ -36,9 +36,10 @@ def parse_raw_frame(raw: str) -> dict[str, str]:
     headers: dict[str, str] = {}
     for line in raw.replace("\r\n", "\n").split("\n"):
         key, sep, value = line.partition(":")
-        if not sep or not key.strip():
-            continue
-        headers.setdefault(key.strip(), value[1:] if value.startswith(" ") else value)
+        if sep:
+            key = key.strip()
+            if key and key not in headers:
+                headers[key] = value[1:] if value[:1] == " " else value
     return headers
 
 

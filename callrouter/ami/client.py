@@ -50,8 +50,7 @@ from panoramisk.message import Message
 
 from ..config import PbxConfig
 from ..logthrottle import Throttle
-from .capture import parse_raw_frame
-from .events import AmiEvent, MalformedEvent, StreamGap, parse_event
+from .events import AmiEvent, MalformedEvent, StreamGap, frame_headers, parse_headers
 from .framing import FrameSplitter, Oversized
 
 log = logging.getLogger(__name__)
@@ -221,7 +220,7 @@ class _Protocol(AMIProtocol):
             return  # stray blank lines between frames
         c.frames += 1
         try:
-            headers = parse_raw_frame(text)
+            headers, view = frame_headers(text)  # parse_raw_frame's headers, parse_event's view
             if self._for_panoramisk(headers):
                 c.responses += 1
                 message = Message.from_line(text.strip())
@@ -231,7 +230,7 @@ class _Protocol(AMIProtocol):
                     return
                 # a list item of our own action (CoreShowChannel, DeviceStateChange...): the
                 # stream needs it too, in order, to reconcile after a reconnect
-            event = parse_event(headers, fallback_time=time.time())
+            event = parse_headers(view, fallback_time=time.time())
         except MalformedEvent as e:
             c.malformed += 1
             if _log_this_one(c.malformed):

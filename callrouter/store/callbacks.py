@@ -7,11 +7,12 @@ of an old answered call cannot close a newer callback.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callrouter.screenpop.callbacks import CloseBy, NewCallback
@@ -95,28 +96,46 @@ async def mark_done(conn: AsyncConnection, callback_id: int, user: str,
     return Callback(*row) if row is not None else None
 
 
-async def list_callbacks(conn: AsyncConnection, *, status: Status = "open", assignee: str | None = None,
-                         client_id: str | None = None, before: int | None = None,
-                         limit: int = 100) -> list[Callback]:
-    """Newest first; the next page starts `before` the last id."""
+# The two queries of a screen-pop card run for every routed call (the prefetch): built
+# once per shape with bound parameters, so a call costs SQLAlchemy a cache lookup instead
+# of building, coercing and hashing a new statement (~0.3 ms of the daemon's CPU a card)
+_SHAPES = 256
+
+
+@functools.lru_cache(maxsize=_SHAPES)
+def _list_stmt(status: Status, by_assignee: bool, by_client: bool, paged: bool, limit: int) -> Select:
     stmt = select(*_COLUMNS)
     if status == "open":
         stmt = stmt.where(_cb.c.closed_at.is_(None))
     elif status == "done":
         stmt = stmt.where(_cb.c.closed_at.is_not(None))
-    if assignee is not None:
-        stmt = stmt.where(_cb.c.assignee == assignee)
-    if client_id is not None:
-        stmt = stmt.where(_cb.c.client_id == client_id)
-    if before is not None:
-        stmt = stmt.where(_cb.c.id < before)
-    rows = await conn.execute(stmt.order_by(_cb.c.id.desc()).limit(limit))
+    if by_assignee:
+        stmt = stmt.where(_cb.c.assignee == bindparam("assignee"))
+    if by_client:
+        stmt = stmt.where(_cb.c.client_id == bindparam("client_id"))
+    if paged:
+        stmt = stmt.where(_cb.c.id < bindparam("before"))
+    return stmt.order_by(_cb.c.id.desc()).limit(limit)
+
+
+async def list_callbacks(conn: AsyncConnection, *, status: Status = "open", assignee: str | None = None,
+                         client_id: str | None = None, before: int | None = None,
+                         limit: int = 100) -> list[Callback]:
+    """Newest first; the next page starts `before` the last id."""
+    params = {k: v for k, v in (("assignee", assignee), ("client_id", client_id), ("before", before))
+              if v is not None}
+    stmt = _list_stmt(status, assignee is not None, client_id is not None, before is not None, limit)
+    rows = await conn.execute(stmt, params) if params else await conn.execute(stmt)
     return [Callback(*r) for r in rows]
 
 
-async def recent_calls(conn: AsyncConnection, client_id: str, limit: int = 5) -> list[RecentCallRow]:
+@functools.lru_cache(maxsize=_SHAPES)
+def _recent_stmt(limit: int) -> Select:
     c = _calls.c
-    rows = await conn.execute(
-        select(c.call_id, c.started_at, c.direction, c.outcome, c.answered_by, c.final_agent)
-        .where(c.client_id == client_id).order_by(c.started_at.desc(), c.id.desc()).limit(limit))
+    return (select(c.call_id, c.started_at, c.direction, c.outcome, c.answered_by, c.final_agent)
+            .where(c.client_id == bindparam("client_id")).order_by(c.started_at.desc(), c.id.desc()).limit(limit))
+
+
+async def recent_calls(conn: AsyncConnection, client_id: str, limit: int = 5) -> list[RecentCallRow]:
+    rows = await conn.execute(_recent_stmt(limit), {"client_id": client_id})
     return [RecentCallRow(*r) for r in rows]

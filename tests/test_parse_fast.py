@@ -1,7 +1,7 @@
 """The AMI parsing made cheaper gives what the plain two-pass parsing gave, frame for frame.
 
 The reference below is the code as it was before (`parse_raw_frame`, then `_Headers` over
-its dict, one header at a time, `storable` on every value): the live client's one-pass
+its dict, one header at a time, `storable` on every value): the live client's
 `frame_headers` + `parse_headers`, and `parse_raw_frame` + `parse_event`, must give the same
 headers (same order) and equal events, or the same MalformedEvent, for every frame of every
 recording in tests/fixtures and for frames made awkward on purpose (case variants of a

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .events import AmiEvent, MalformedEvent, parse_event
+from .events import AmiEvent, MalformedEvent, parse_event, parse_raw_frame
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +28,6 @@ class Frame:
     """One AMI frame as read from a capture: its headers and when it was seen (if said)."""
     headers: dict[str, str]
     seen_at: float | None
-
-
-def parse_raw_frame(raw: str) -> dict[str, str]:
-    """`Key: Value` lines of one AMI frame -> headers. Lines without `:` are ignored,
-    like Asterisk's own manager parser does; the first of a repeated header wins."""
-    headers: dict[str, str] = {}
-    for line in raw.replace("\r\n", "\n").split("\n"):
-        key, sep, value = line.partition(":")
-        if sep:
-            key = key.strip()
-            if key and key not in headers:
-                headers[key] = value[1:] if value[:1] == " " else value
-    return headers
 
 
 def _frame_of(obj: dict) -> Frame:

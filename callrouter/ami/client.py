@@ -220,7 +220,7 @@ class _Protocol(AMIProtocol):
             return  # stray blank lines between frames
         c.frames += 1
         try:
-            headers, view = frame_headers(text)  # parse_raw_frame's headers, parse_event's view
+            headers, view = frame_headers(text)  # parse_raw_frame's headers and parse_event's view
             if self._for_panoramisk(headers):
                 c.responses += 1
                 message = Message.from_line(text.strip())

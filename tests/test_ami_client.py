@@ -18,6 +18,7 @@ from callrouter.ami.framing import FrameSplitter, Oversized
 from callrouter.config import PbxConfig
 
 from fakeami import FakeAmi, load_recording
+from loopticks import LoopTicks
 
 pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
 
@@ -205,26 +206,15 @@ async def _ticks_while_taking(monkeypatch, slice_seconds: float) -> tuple[int, l
         return now[0]
     monkeypatch.setattr(client_mod, "_clock", clock)
     monkeypatch.setattr(client_mod, "READ_SLICE_SECONDS", slice_seconds)
-    ticks = 0
-    ticking = True
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while ticking:
-            ticks += 1
-            await asyncio.sleep(0)
-
     frames = [f.encode() for f in load_recording(path)]
     async with FakeAmi([]) as fake, AmiSource(pbx(fake.port), snapshot_on_login=False) as source:
         async with asyncio.timeout(10):
             while not (source.connected and fake.logins):
                 await asyncio.sleep(0.01)
-        t = asyncio.create_task(ticker())
-        source._proto.data_received(b"".join(frames))  # one read of the whole burst
-        got = await take(source, len(expected))
-        ticking = False
-        await t
-    return ticks, got, expected
+        async with LoopTicks() as ticks:
+            source._proto.data_received(b"".join(frames))  # one read of the whole burst
+            got = await take(source, len(expected))
+    return ticks.during, got, expected
 
 
 async def test_a_large_socket_read_is_handled_in_time_slices(monkeypatch):

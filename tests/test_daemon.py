@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -157,26 +158,35 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
     assert (record.outcome, record.answered_by, record.complete) == ("answered", "101", True)
 
 
+async def _lab_store(tmp_path: Path) -> str:
+    """A migrated SQLite store in tmp_path, and a copy of the shipped rules beside it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    await upgrade(url)
+    shutil.copytree(RULES, tmp_path / "rules", ignore=shutil.ignore_patterns("*.md"))
+    return url
+
+
+def _lab_config(tmp_path: Path, url: str, ami_port: int, *, web: str) -> Path:
+    """A config for one PBX `lab` on ami_port, FastAGI and the spool local, `[web]` as given."""
+    config = tmp_path / "callrouter.toml"
+    config.write_text(f'database_url = "{url}"\nrules_dir = "{tmp_path / "rules"}"\n[agi]\nhost = "127.0.0.1"\n'
+                      f'port = 0\n[web]\n{web}\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
+                      f'[[pbx]]\nname = "lab"\nport = {ami_port}\n')
+    return config
+
+
 async def test_the_daemon_shows_live_calls_counts_reloads_and_stores_the_open_call(tmp_path: Path) -> None:
     """What a web layer will read from the Daemon while it runs: the call in progress in
     its snapshot, the walk's counters; SIGHUP's reload picks up new rules; on stop the
     open call is written incomplete."""
-    import shutil
-
     from callrouter.config import load_settings
     from callrouter.daemon import Daemon
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
-    await upgrade(url)
-    rules = tmp_path / "rules"
-    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("*.md"))
+    url = await _lab_store(tmp_path)
     frames = load_recording(RECORDINGS / "answered_owner.ami.jsonl")
     first_hangup = next(i for i, f in enumerate(frames) if f.startswith("Event: Hangup\r\n"))
     async with FakeAmi(frames[:first_hangup]) as ami:
-        config = tmp_path / "callrouter.toml"
-        config.write_text(f'database_url = "{url}"\nrules_dir = "{rules}"\n[agi]\nhost = "127.0.0.1"\nport = 0\n'
-                          f'[web]\nport = 0\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
-                          f'[[pbx]]\nname = "lab"\nport = {ami.port}\n')
+        config = _lab_config(tmp_path, url, ami.port, web="port = 0")
         daemon = Daemon(load_settings(config))
         stop = asyncio.Event()
         running = asyncio.create_task(daemon.run(stop))
@@ -191,7 +201,7 @@ async def test_the_daemon_shows_live_calls_counts_reloads_and_stores_the_open_ca
             assert daemon.counters()["calllog.lab.events"] > 0
             assert daemon.counters()["calllog.lab.in_flight"] == 1
 
-            (rules / "99-extra.yaml").write_text("rules:\n  - {name: extra, dial: Local/x@queues}\n")
+            (tmp_path / "rules" / "99-extra.yaml").write_text("rules:\n  - {name: extra, dial: Local/x@queues}\n")
             daemon.reload()
 
             async def reloaded() -> bool:
@@ -213,7 +223,6 @@ async def test_a_part_that_never_ends_does_not_hold_the_stop(tmp_path: Path, cap
     a library call without a timeout would) is cancelled: the daemon still stops within
     10 s, the call records are stored, and the log names what was cut."""
     import logging
-    import shutil
 
     from callrouter.calllog.reporters import QueuedReporter
     from callrouter.config import load_settings
@@ -232,16 +241,10 @@ async def test_a_part_that_never_ends_does_not_hold_the_stop(tmp_path: Path, cap
         def build_reporters(self, store):
             return [*super().build_reporters(store), StuckReporter()]
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
-    await upgrade(url)
-    rules = tmp_path / "rules"
-    shutil.copytree(RULES, rules, ignore=shutil.ignore_patterns("*.md"))
+    url = await _lab_store(tmp_path)
     frames = load_recording(RECORDINGS / "answered_owner.ami.jsonl")
     async with FakeAmi(frames) as ami:
-        config = tmp_path / "callrouter.toml"
-        config.write_text(f'database_url = "{url}"\nrules_dir = "{rules}"\n[agi]\nhost = "127.0.0.1"\nport = 0\n'
-                          f'[web]\nenabled = false\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
-                          f'[[pbx]]\nname = "lab"\nport = {ami.port}\n')
+        config = _lab_config(tmp_path, url, ami.port, web="enabled = false")
         daemon = DaemonWithAStuckPart(load_settings(config))
         stop = asyncio.Event()
         running = asyncio.create_task(daemon.run(stop))

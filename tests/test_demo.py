@@ -7,7 +7,6 @@ runs from a built wheel installed elsewhere (its rules and recordings are packag
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import re
@@ -27,6 +26,7 @@ from callrouter.demo import seed
 from callrouter.demo.pbx import Freshener, Scenario, set_variables
 from callrouter.demo.run import SCENARIOS, demo_rules, plan_call
 from callrouter.routing.rules import load_rules
+from popsocket import PopListener
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,18 +181,8 @@ async def routed_calls(http: aiohttp.ClientSession, base: str, token: str, at_le
     return calls
 
 
-class Pops:
-    """A manager's WebSocket of pops, read in the background."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
-        self.ws = ws
-        self.pops: list[dict] = []
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for msg in self.ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                self.pops.append(json.loads(msg.data))
+class Pops(PopListener):
+    """Manager 101's WebSocket of pops, read in the background."""
 
     def own_client_rang(self) -> list[dict]:
         return [p for p in self.pops if p["event"] == "ringing" and p["card"] and p["route"]

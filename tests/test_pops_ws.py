@@ -15,42 +15,23 @@ from callrouter.screenpop.model import Pop
 from callrouter.web.pops import WS_QUEUE, WsSubscriber
 from agisim import agi_call, route_request
 from fakeami import load_recording
+from popsocket import PopListener
 from webfixture import running_api
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
-
-
-class Listener:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
-        self.ws = ws
-        self.pops: list[dict] = []
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for msg in self.ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                self.pops.append(json.loads(msg.data))
-
-    def seen(self) -> list[tuple[str, str]]:
-        return [(p["extension"], p["event"]) for p in self.pops]
-
-    async def wait_for(self, n: int) -> None:
-        async with asyncio.timeout(20):
-            while len(self.pops) < n:
-                await asyncio.sleep(0.02)
 
 
 async def test_each_manager_gets_only_their_own_pops(store_url: str) -> None:
     async with running_api(store_url) as api, aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         ws_url = api.url.replace("http", "ws") + "/api/pops/ws"
-        ann = Listener(await http.ws_connect(ws_url, headers=api.auth("ann")))
-        bob = Listener(await http.ws_connect(ws_url, headers=api.auth("bob")))
-        sue = Listener(await http.ws_connect(ws_url, headers=api.auth("sue")))
+        ann = PopListener(await http.ws_connect(ws_url, headers=api.auth("ann")))
+        bob = PopListener(await http.ws_connect(ws_url, headers=api.auth("bob")))
+        sue = PopListener(await http.ws_connect(ws_url, headers=api.auth("sue")))
         # a browser session: login, then the cookie is the WebSocket's credential
         async with http.post(f"{api.url}/login", json={"token": api.tokens["bob"]}) as r:
             assert r.status == 200
-        bob_browser = Listener(await http.ws_connect(ws_url, origin=api.url))
+        bob_browser = PopListener(await http.ws_connect(ws_url, origin=api.url))
         async with asyncio.timeout(10):
             while api.daemon.pops.subscribers < 4:
                 await asyncio.sleep(0.01)

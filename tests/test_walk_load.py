@@ -2,7 +2,6 @@
 (follow yields once it has walked SLICE_SECONDS, or YIELD_EVERY events) and yields the same records as the synchronous
 replay; the tracker forgets finished calls beyond a bound, so a daemon's memory does not
 grow with the number of calls it has seen."""
-import asyncio
 import re
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from callrouter.calllog import walk
 from callrouter.calllog.walk import SLICE_SECONDS, YIELD_EVERY, CallLog, follow, replay
 from callrouter.tracker import CallFinished, Tracker
 from fakeami import load_recording
+from loopticks import LoopTicks
 
 BURST = Path(__file__).parent / "fixtures" / "asterisk" / "burst.ami.jsonl"
 _ID = re.compile(r"^((?:\w*?)(?:uniqueid|linkedid)): (\d+)\.(\d+)\r$", re.I | re.M)
@@ -40,25 +40,11 @@ async def _walk_with_ticker(events, yield_every: int | None, slice_seconds: floa
                             observers=()) -> tuple[int, RecordCollector]:
     """follow() over events that are all there already, beside a task that counts how many
     times the event loop let it run meanwhile."""
-    ticks = 0
-    walking = True
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while walking:
-            ticks += 1
-            await asyncio.sleep(0)
-
     collector = RecordCollector()
     calllog = CallLog(Tracker("main"), [collector], observers=observers)
-    t = asyncio.create_task(ticker())
-    await asyncio.sleep(0)  # the ticker is running
-    start = ticks
-    await follow(_queued(events), calllog, yield_every=yield_every, slice_seconds=slice_seconds)
-    during = ticks - start
-    walking = False
-    await t
-    return during, collector
+    async with LoopTicks() as ticks:
+        await follow(_queued(events), calllog, yield_every=yield_every, slice_seconds=slice_seconds)
+    return ticks.during, collector
 
 
 async def test_a_queued_burst_lets_other_callbacks_run_every_few_events():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE.parent))  # fakeami
 
 from fakeami import FakeAmi, load_recording  # noqa: E402
+from route import process_cpu  # noqa: E402
 
 BURST = HERE.parent / "fixtures" / "asterisk" / "burst.ami.jsonl"
 BURST_AGI = HERE.parent / "fixtures" / "asterisk" / "burst.agi.jsonl"
@@ -141,15 +141,6 @@ def proc_rss_kb(pid: int) -> int:
             return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
     except (OSError, StopIteration):
         return 0
-
-
-def proc_cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_pg(url: str, sql: str, *args) -> list:
@@ -347,7 +338,7 @@ path = "{self.workdir / 'spool.db'}"
 
     def cpu_s(self) -> float:
         assert self.proc is not None
-        return proc_cpu_s(self.proc.pid)
+        return process_cpu(self.proc.pid)
 
     async def wait_stored(self, n: int, timeout: float) -> float:
         """Poll until `n` records of this run's PBX are stored; the perf_counter when seen."""

@@ -74,6 +74,10 @@ class AgiConfig(_Strict):
     # "process": decisions are stored by a child process, so database work never competes
     # with answering calls for the daemon's GIL; "inline": by a task on the daemon's loop
     decision_log: Literal["process", "inline"] = "process"
+    # "process": the FastAGI server and the router run in a child process, so the call
+    # log's work (AMI bursts, store writes) never delays an answer; "inline": on the
+    # daemon's event loop (one process; a test's fixed clock needs it)
+    routing: Literal["process", "inline"] = "process"
 
 
 class WebConfig(_Strict):

@@ -54,6 +54,7 @@ from callrouter.config import PbxConfig, Settings
 from callrouter.devices import DeviceMap
 from callrouter.routing.lookup import PhoneDirectory
 from callrouter.routing.presence import Presence
+from callrouter.routing.process import RoutingProcess, RoutingProcessError
 from callrouter.routing.router import Router
 from callrouter.routing.rules import RulesError, RuleSet
 from callrouter.routing.types import AgentStatus
@@ -159,8 +160,8 @@ class Daemon:
         self.presence: Presence | None = None
         self.rules: RuleSet | None = None
         self.directory: PhoneDirectory | None = None
-        self.router: Router | None = None
-        self.agi: FastAgiServer | None = None
+        self.router: Router | None = None   # with routing inline only (else it is in the child)
+        self.agi: FastAgiServer | RoutingProcess | None = None
         self.decision_log: Any = None
         self.routes: RouteLog | None = None
         self.reporters: list[QueuedReporter] = []
@@ -174,6 +175,11 @@ class Daemon:
         self.pops = PopHub()
         self.cards: CardSource | None = None
         self.mqtt: Any = None
+
+    @property
+    def routing_in_process(self) -> bool:
+        """The router in its own process (`agi.routing`); a fixed clock (tests) keeps it here."""
+        return self.settings.agi.routing == "process" and self._clock is None
 
     # ------------------------------------------------------------------ building
     def build_reporters(self, store: Any) -> list[QueuedReporter]:
@@ -210,15 +216,27 @@ class Daemon:
         await self.refresh_dnd()
         self.rules = RuleSet(s.rules_dir, s.default_region)  # bad rules fail the start: nothing to fall back to
         self.directory = PhoneDirectory(store)
-        self.router = Router(self.rules, self.directory, self.presence, region=s.default_region,
-                             devices={m.extension: m.devices for m in s.managers if m.devices},
-                             default_dial=s.agi.default_dial, default_timeout=s.agi.default_timeout)
         self.decision_log = self._decision_log(store)
         self.routes = RouteLog()
-        self.agi = FastAgiServer(self.router, s.agi, recorder=self.decision_log,
-                                 pbx=s.pbx[0].name if s.pbx else "main", pbx_names=[p.name for p in s.pbx],
-                                 pbx_by_peer=pbx_by_address(s.pbx), clock=self._clock,
-                                 on_decision=self._decided)
+        devices = {m.extension: list(m.devices) for m in s.managers if m.devices}
+        first_pbx, pbx_names, by_peer = s.pbx[0].name if s.pbx else "main", [p.name for p in s.pbx], pbx_by_address(s.pbx)
+        if self.routing_in_process:
+            # the router's own directory, rules and presence copy live in the child
+            self.agi = RoutingProcess(
+                {"database_url": s.database_url, "rules_dir": str(s.rules_dir), "region": s.default_region,
+                 "agi": s.agi.model_dump(mode="json"), "devices": devices, "pbx": first_pbx,
+                 "pbx_names": pbx_names, "pbx_by_peer": by_peer, "wait_for_directory": self._wait_for_directory,
+                 "directory_refresh": DIRECTORY_REFRESH,
+                 "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel())},
+                host=s.agi.host, port=s.agi.port, recorder=self.decision_log, on_decision=self._decided,
+                presence=self.presence)
+        else:
+            self.router = Router(self.rules, self.directory, self.presence, region=s.default_region,
+                                 devices=devices, default_dial=s.agi.default_dial,
+                                 default_timeout=s.agi.default_timeout)
+            self.agi = FastAgiServer(self.router, s.agi, recorder=self.decision_log, pbx=first_pbx,
+                                     pbx_names=pbx_names, pbx_by_peer=by_peer, clock=self._clock,
+                                     on_decision=self._decided)
         self.reporters = self.build_reporters(store)
         if s.mqtt is not None:
             from callrouter.screenpop.mqtt import MqttPublisher
@@ -276,7 +294,10 @@ class Daemon:
             self.drain = SpoolDrain(self.spool, store)
             assert self.agi is not None and self.directory is not None
             agi, web = self.settings.agi, self.settings.web
-            await self._listen("FastAGI", "agi.port", agi.host, agi.port, self.agi.start)
+            try:
+                await self._listen("FastAGI", "agi.port", agi.host, agi.port, self.agi.start)
+            except (RoutingProcessError, TimeoutError) as e:
+                raise StartupError(f"routing: {e or 'the routing process did not start in time'}") from e
             log.info("routing: FastAGI on %s:%d", self.agi.host, self.agi.port)
             if self.web is not None:
                 try:
@@ -289,6 +310,8 @@ class Daemon:
             periodic: list[asyncio.Task] = []
             async with asyncio.TaskGroup() as tg:
                 log_task = tg.create_task(self.decision_log.run(), name="decision-log")
+                routing = (tg.create_task(self.agi.run(), name="routing-process")
+                           if isinstance(self.agi, RoutingProcess) else None)
                 reporting = [tg.create_task(r.run(), name=f"reporter-{r.name}") for r in self.reporters]
                 mqtt_task = tg.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
                 loading = tg.create_task(self._load_directory(), name="directory-load")
@@ -311,7 +334,8 @@ class Daemon:
                     mqtt_task.cancel()
                 # the stop is bounded: a part still running past its budget (a source stuck
                 # reconnecting, a writer stuck in a driver call) is cancelled, never waited for
-                stragglers = [t for t in (*pbx_tasks, *reporting, log_task, loading) if not t.done()]
+                stragglers = [t for t in (*pbx_tasks, *reporting, log_task, loading, routing)
+                              if t is not None and not t.done()]
                 for t in stragglers:
                     log.warning("stopping: %s did not end within the stop budget; cancelled", t.get_name())
                     t.cancel()
@@ -415,13 +439,18 @@ class Daemon:
         """Clients were upserted or deleted in the store: routing sees them at once."""
         if self.directory is not None and ids:
             await self.directory.refresh_clients(ids)
+        if isinstance(self.agi, RoutingProcess) and ids:
+            self.agi.clients_changed(ids)
 
     async def _apply_client_changes(self, ids: frozenset[str] | None) -> None:
         """Clients changed by another process (the change feed); None: too many, reload all."""
         if ids is not None:
             await self.clients_changed(sorted(ids))
-        elif self.directory is not None:
-            await self.directory.refresh()
+        else:
+            if isinstance(self.agi, RoutingProcess):
+                self.agi.clients_changed(None)
+            if self.directory is not None:
+                await self.directory.refresh()
 
     def reload(self) -> None:
         """SIGHUP: the rules (a bad file keeps the old ones) and DND from the store, done by
@@ -434,6 +463,8 @@ class Daemon:
             self._reload_wanted.clear()
             if self.rules is not None:
                 self.rules.reload()
+            if isinstance(self.agi, RoutingProcess):
+                self.agi.reload_rules()
             await self.refresh_dnd()
 
     def snapshot(self) -> Snapshot:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -378,7 +379,7 @@ class FastAgiServer:
                  clock: Callable[[], datetime] | None = None, host: str | None = None, port: int | None = None,
                  max_header_bytes: int = 16 * 1024, reply_timeout: float = 5.0, store_margin_ms: float = 30.0,
                  max_connections: int = 2000, backlog: int = 1024,
-                 on_decision: Callable[[RoutedCall], None] | None = None):
+                 on_decision: Callable[[RoutedCall], None] | None = None, sock: socket.socket | None = None):
         cfg = config or AgiConfig()
         self.router = router
         self.host = host if host is not None else cfg.host
@@ -399,6 +400,7 @@ class FastAgiServer:
         self.max_connections = max_connections
         self.backlog = backlog
         self.on_decision = on_decision
+        self.sock = sock  # a socket already listening (the daemon's, in a routing process)
         self.stats: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -444,8 +446,12 @@ class FastAgiServer:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(lambda: _Connection(self), self.host, self.port,
-                                                      backlog=self.backlog)
+        if self.sock is not None:
+            self._server = await self._loop.create_server(lambda: _Connection(self), sock=self.sock,
+                                                          backlog=self.backlog)
+        else:
+            self._server = await self._loop.create_server(lambda: _Connection(self), self.host, self.port,
+                                                          backlog=self.backlog)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("FastAGI router listening on %s:%d (deadline %.0f ms)", self.host, self.port,
                  self.deadline * 1000)

@@ -19,13 +19,18 @@ source asks for DeviceStateList / ExtensionStateList / CoreShowChannels
 (DeviceStateChange, ExtensionStatus) and feed `apply` like any other, so what was
 forgotten at the gap is learned again at once.
 
+With `agi.routing = "process"` the router runs in a child process (`callrouter.routing.process`)
+and asks a `PresenceCopy` there: the daemon's Presence, given an `on_change` callback, notes
+which extensions an event, a gap or a DND change touched, and `take_changes()` hands their
+statuses over; the copy answers exactly what this Presence would for them.
+
 Several PBXs feed one Presence, each as its own `source` (its [[pbx]] name): channels are
 keyed by (source, uniqueid), since two PBXs reuse uniqueids, and a gap, restart or shutdown
 of one PBX forgets only what that PBX said.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from callrouter.ami.events import (
     AmiEvent,
@@ -79,13 +84,34 @@ class Presence:
         # (source, channel uniqueid) -> (extension, channel name, state)
         self._channels: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._ext_channels: dict[str, set[tuple[str, str]]] = {}
+        # changes noted only when someone follows them (a routing process's PresenceCopy)
+        self.on_change: Callable[[], None] | None = None
+        self._changed: set[str] = set()
+
+    # ------------------------------------------------------------ changes
+    def _touch(self, extension: str) -> None:
+        if self.on_change is None:
+            return
+        first = not self._changed
+        self._changed.add(extension)
+        if first:
+            self.on_change()  # once per batch: the follower takes the changes when it can
+
+    def take_changes(self) -> list[AgentStatus]:
+        """The status of every extension touched since the last call (then forgotten)."""
+        changed, self._changed = self._changed, set()
+        return [self.get(e) for e in sorted(changed)]
 
     # ------------------------------------------------------------ DND
     def load_dnd(self, extensions: Iterable[str]) -> None:
         """Replace the DND set (from the store's dnd_extensions())."""
-        self._dnd = set(extensions)
+        new = set(extensions)
+        for ext in new ^ self._dnd:
+            self._touch(ext)
+        self._dnd = new
 
     def set_dnd(self, extension: str, on: bool) -> None:
+        self._touch(extension)
         if on:
             self._dnd.add(extension)
         else:
@@ -103,10 +129,12 @@ class Presence:
             ext = self._map.agent_of(event.device)
             if ext:
                 self._seq += 1
+                self._touch(ext)
                 self._devices.setdefault(ext, {})[(source, event.device.lower())] = (event.state.upper(), self._seq)
         elif isinstance(event, ExtensionStatus):
             if event.exten:
                 self._seq += 1
+                self._touch(event.exten)
                 self._hints.setdefault(event.exten, {})[source] = (event.status, event.status_text, self._seq)
         elif isinstance(event, Hangup):
             self._drop_channel((source, event.channel.uniqueid))
@@ -124,6 +152,9 @@ class Presence:
     def forget_events(self, source: str | None = None) -> None:
         """Forget everything learned from events of `source` (None: of every PBX). DND
         stays: it comes from the store."""
+        if self.on_change is not None:
+            for ext in {*self._devices, *self._hints, *self._ext_channels}:
+                self._touch(ext)
         if source is None:
             self._devices.clear()
             self._hints.clear()
@@ -149,6 +180,8 @@ class Presence:
         known = self._channels.get(key)
         if known is not None and known[1] == ch.name:
             self._channels[key] = (known[0], known[1], ch.state)
+            if known[2] != ch.state:
+                self._touch(known[0])
             return
         if known is not None:
             self._drop_channel(key)
@@ -163,11 +196,13 @@ class Presence:
             self._drop_channel(oldest)
         self._channels[uniqueid] = (ext, name, state)
         self._ext_channels.setdefault(ext, set()).add(uniqueid)
+        self._touch(ext)
 
     def _drop_channel(self, uniqueid: tuple[str, str]) -> None:
         known = self._channels.pop(uniqueid, None)
         if known is None:
             return
+        self._touch(known[0])
         chans = self._ext_channels.get(known[0])
         if chans is not None:
             chans.discard(uniqueid)
@@ -211,3 +246,23 @@ class Presence:
         """Every extension anything is known about -> its status (for display and tests)."""
         exts = set(self._devices) | set(self._hints) | set(self._ext_channels) | self._dnd
         return {e: self.get(e) for e in sorted(exts)}
+
+
+class PresenceCopy:
+    """What a routing process knows of presence: the daemon's `Presence.take_changes()`,
+    applied in order. An extension never heard of is what a Presence that saw nothing of
+    it says."""
+
+    def __init__(self) -> None:
+        self._status: dict[str, AgentStatus] = {}
+
+    def update(self, statuses: Iterable[AgentStatus]) -> None:
+        for st in statuses:
+            self._status[st.extension] = st
+
+    def replace(self, statuses: Iterable[AgentStatus]) -> None:
+        self._status = {st.extension: st for st in statuses}
+
+    def get(self, extension: str) -> AgentStatus:
+        st = self._status.get(extension)
+        return st if st is not None else AgentStatus(extension, "unknown", False, "no device or hint state seen")

@@ -179,7 +179,7 @@ def loadavg() -> str:
 class DaemonRig:
     def __init__(self, database_url: str, workdir: Path, *, pbx: str | None = None, managers: range = range(100, 200),
                  patches: dict[str, object] | None = None, prelude: str = "", log_level: str = "INFO",
-                 ami_process: bool = False):
+                 ami_process: bool = False, routing: str = "process"):
         """ami_process: the fake AMI server in its own process (tests/bench/amifeeder.py, driven
         by `feeder(...)`), so pushing bursts and polling the store never run on this process's
         event loop; push()/feed()/ami_backlog() are then unavailable."""
@@ -192,6 +192,7 @@ class DaemonRig:
         self.log_level = log_level
         self.ami: FakeAmi | None = None
         self.ami_process = ami_process
+        self.routing = routing  # [agi] routing: "process" (the router in its own process) or "inline"
         self._feeder: asyncio.subprocess.Process | None = None
         self.ami_port = 0
         self.agi_port = 0
@@ -227,6 +228,7 @@ secret = "bench"
 [agi]
 host = "127.0.0.1"
 port = {self.agi_port}
+routing = "{self.routing}"
 
 [web]
 enabled = false
@@ -246,7 +248,9 @@ path = "{self.workdir / 'spool.db'}"
             if self.proc.returncode is not None:
                 raise RuntimeError(f"the daemon exited ({self.proc.returncode}): see {self.log_path}")
             text = self.log_path.read_text(errors="replace")
-            if await self._logins() and "phone directory:" in text and await self._accepts():
+            # with routing in its own process, that process loads its own phone directory too
+            loaded = text.count("phone directory:") >= (2 if self.routing == "process" else 1)
+            if await self._logins() and loaded and await self._accepts():
                 break
             if time.monotonic() > end:
                 raise RuntimeError(f"the daemon did not get ready in {timeout:.0f} s: see {self.log_path}")

@@ -19,11 +19,12 @@ alternating, --cycles bursts between --cycles + 1 idle windows, so the rest of a
 machine weighs on both alike. Prints p50/p99/max of each, the burst p99 over the idle
 p99 (target <= 2x), and the AMI events the daemon actually ingested per second: the
 bursts' events over the burst windows' time (first frame to the last record stored).
---compare runs the same again against the daemon without what keeps its event loop's
-slices short (the walk's yield and 0.5 ms time slice, the AMI read's 0.5 ms time slice,
-the FIN sent at once) and without the gc.freeze (module globals patched in the daemon's
-process); --experiment adds a daemon with other globals set or code run first (e.g. a GIL
-switch interval).
+As shipped, the router runs in its own process (`[agi] routing = "process"`); --compare
+runs the same again with `routing = "inline"`: the FastAGI server on the daemon's own event
+loop, beside the AMI reading, the call log and the reporters (what it was before: the
+walk's and the AMI read's 0.5 ms slices and the FIN at once keep that loop's turns short);
+--experiment adds a daemon with module globals set or code run first, in the daemon's
+main process (e.g. a GIL switch interval).
 """
 from __future__ import annotations
 
@@ -41,12 +42,6 @@ sys.path.insert(0, str(HERE))
 
 from daemonrig import CALLS_PER_BURST, DaemonRig, FreshBursts, agi_call, loadavg  # noqa: E402
 from route import HEADER, make_store, phone_of  # noqa: E402
-
-# --compare: the same daemon without what keeps the event loop's slices short (the walk's
-# yield and time slice, the AMI read's time slice, the FIN at once) and without gc.freeze
-WITHOUT_CHANGES = {"callrouter.calllog.walk.YIELD_EVERY": 10**9, "callrouter.calllog.walk.SLICE_SECONDS": 10**9,
-                   "callrouter.ami.client.READ_SLICE_SECONDS": 10**9, "callrouter.agi.server.EOF_AT_ONCE": False,
-                   "callrouter.daemon.FREEZE_AFTER_LOAD": False}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -144,14 +139,16 @@ def line(name: str, lat: list[float]) -> str:
             f"max {max(lat) * 1000:7.1f} ms")
 
 
-async def one_run(label: str, db: Path, args, patches: dict | None, copy0: int, prelude: str = "") -> dict:
+async def one_run(label: str, db: Path, args, patches: dict | None, copy0: int, prelude: str = "",
+                  routing: str = "process") -> dict:
     rnd = random.Random(7)
     # known clients, none on a shared number (the bench store shares phone_of(100k))
     callers = [phone_of(i).replace("+7", "8") for i in (rnd.randrange(args.clients) for _ in range(5000))
                if i % 100 != 0]
     events_per_copy = FreshBursts().events_per_copy
     with tempfile.TemporaryDirectory(prefix="route-under-load-") as tmp:
-        rig = DaemonRig(f"sqlite+aiosqlite:///{db}", Path(tmp), patches=patches, prelude=prelude, ami_process=True)
+        rig = DaemonRig(f"sqlite+aiosqlite:///{db}", Path(tmp), patches=patches, prelude=prelude, ami_process=True,
+                        routing=routing)
         t = time.perf_counter()
         await rig.start()
         print(f"{label}: daemon ready in {time.perf_counter() - t:.1f} s (pid {rig.proc.pid}, "
@@ -181,18 +178,20 @@ async def one_run(label: str, db: Path, args, patches: dict | None, copy0: int, 
 async def main_async(args) -> None:
     db = Path(args.db or f"/tmp/callrouter-load-bench-{args.clients}.db")
     await make_store(db, args.clients, fresh=False)
-    runs: list[tuple[str, dict | None, str]] = [("as shipped", None, "")]
+    runs: list[tuple[str, dict | None, str, str]] = [("as shipped (routing process)", None, "", "process")]
     if args.compare:
-        runs.append(("without slices/FIN/freeze", WITHOUT_CHANGES, ""))
-    if args.experiment:  # CR_BENCH-style knobs, by hand: --experiment 'label|module.GLOBAL=value;...|python'
+        runs.append(("routing inline", None, "", "inline"))
+    if args.experiment:  # by hand: --experiment 'label|module.GLOBAL=value;...|python[|inline]'
         for spec in args.experiment:
             label, _, rest = spec.partition("|")
-            assigns, _, prelude = rest.partition("|")
+            assigns, _, rest = rest.partition("|")
+            prelude, _, routing = rest.partition("|")
             patches = {k: eval(v) for k, v in (a.split("=", 1) for a in assigns.split(";") if a)}
-            runs.append((label, patches, prelude))
+            runs.append((label, patches, prelude, routing or "process"))
     results = []
-    for i, (label, patches, prelude) in enumerate(runs):
-        results.append((label, await one_run(label, db, args, patches, copy0=i * 1000, prelude=prelude)))
+    for i, (label, patches, prelude, routing) in enumerate(runs):
+        results.append((label, await one_run(label, db, args, patches, copy0=i * 1000, prelude=prelude,
+                                             routing=routing)))
     print("summary: " + "; ".join(f"{label}: p99 ratio {r['ratio']:.2f}x, ingested {r['ingest']:,.0f} ev/s"
                                   for label, r in results))
     ok = results[0][1]["ratio"] <= 2.0 and results[0][1]["ingest"] >= 5000
@@ -210,7 +209,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=5250.0, help="AMI events/s pushed during the burst")
     ap.add_argument("--agi-rate", type=float, default=200.0, help="FastAGI calls/s throughout")
     ap.add_argument("--compare", action="store_true",
-                    help="also run without the walk's and the AMI read's slices, the FIN at once and gc.freeze")
+                    help="also run with the router on the daemon's own loop ([agi] routing = \"inline\")")
     ap.add_argument("--experiment", action="append", help="another daemon to compare: 'LABEL|mod.NAME=value;...|code'")
     args = ap.parse_args()
     print(f"load average at start: {loadavg()} (2 cores: compare ratios, not times)")

@@ -3,9 +3,11 @@
     daemon = Daemon(settings)
     await daemon.run(stop)          # until `stop` is set (SIGTERM/SIGINT in `run_daemon`)
 
-`run` opens the store, builds the parts — presence, rules, phone directory, router,
-FastAGI server, decision log, route log, reporters (from config), and per PBX an AMI
-source with its call log — and runs every long-lived task in one TaskGroup. When `stop`
+`run` opens the store, builds the parts — presence, rules, phone directory, the routing
+process (`callrouter.routing.process`: FastAGI server and router in a child process; with
+`agi.routing = "inline"` or a fixed clock, a router and FastAGI server here), decision log,
+route log, reporters (from config), and per PBX an AMI source with its call log — and runs
+every long-lived task in one TaskGroup. When `stop`
 is set it stops in one place, in this order: the FastAGI server stops accepting (calls
 in flight get a grace period), the AMI sources close (events already read are still
 walked; calls in flight become incomplete records), the reporters write what they hold,

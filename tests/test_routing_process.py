@@ -159,3 +159,26 @@ async def test_the_routing_process_follows_the_daemon_and_survives_its_own_death
 
     async with Store(url) as store, store.engine.connect() as conn:
         assert (await conn.execute(text("select count(*) from route_decisions"))).scalar() >= 6
+
+
+async def test_a_routing_process_that_cannot_start_fails_the_start_and_frees_the_port(tmp_path: Path) -> None:
+    """The child exits before it accepts calls (here: no rules where it looks): `start`
+    says so (the daemon turns it into a one-line start-up error) and closes the port."""
+    import socket
+
+    import pytest
+
+    from callrouter.config import AgiConfig
+    from callrouter.routing.process import RoutingProcess, RoutingProcessError
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    await upgrade(url)
+    routing = RoutingProcess(
+        {"database_url": url, "rules_dir": str(tmp_path / "no-rules-here"), "region": "RU",
+         "agi": AgiConfig().model_dump(mode="json"), "devices": {}, "pbx": "lab", "pbx_names": ["lab"],
+         "pbx_by_peer": {}, "wait_for_directory": False, "directory_refresh": 300.0, "log_level": "INFO"},
+        host="127.0.0.1", port=0)
+    with pytest.raises(RoutingProcessError, match="exited"):
+        await routing.start(timeout=30)
+    with socket.socket() as again:  # the port is free again
+        again.bind(("127.0.0.1", routing.port))

@@ -344,6 +344,10 @@ path = "{self.workdir / 'spool.db'}"
         assert self.proc is not None
         return process_cpu(self.proc.pid)
 
+    def children_cpu_s(self) -> float:
+        """CPU time of the daemon's children (the routing and decision-log processes)."""
+        return sum(process_cpu(c) for c in self.children())
+
     async def wait_stored(self, n: int, timeout: float) -> float:
         """Poll until `n` records of this run's PBX are stored; the perf_counter when seen."""
         end = time.monotonic() + timeout

@@ -102,7 +102,7 @@ async def interleaved(rig: DaemonRig, args, callers: list[str], copy0: int, even
     agi = asyncio.create_task(agi_load(rig, args.agi_rate, stop, callers, 20_000_000, lat,
                                        lambda: state["phase"]))
     await asyncio.sleep(2.0)  # warm-up, not counted
-    events = ingest_s = cpu = 0.0
+    events = ingest_s = cpu = child_cpu = 0.0
     calls = backlog_max = 0
     sent_s = 0.0
     for cycle in range(args.cycles + 1):
@@ -115,9 +115,10 @@ async def interleaved(rig: DaemonRig, args, callers: list[str], copy0: int, even
         await rig.feeder({"cmd": "prepare", "first": copy0 + cycle * copies, "copies": copies})
         await asyncio.sleep(max(0.0, args.window - (time.perf_counter() - t_idle)))
         state["phase"] = "burst"
-        cpu0 = rig.cpu_s()
+        cpu0, child0 = rig.cpu_s(), rig.children_cpu_s()
         done = await rig.feeder({"cmd": "burst", "rate": args.rate, "timeout": 300.0})
         cpu += rig.cpu_s() - cpu0
+        child_cpu += rig.children_cpu_s() - child0
         sent_s += done["sent_s"]
         ingest_s += done["ingest_s"]
         backlog_max = max(backlog_max, done["backlog_max"])
@@ -131,7 +132,7 @@ async def interleaved(rig: DaemonRig, args, callers: list[str], copy0: int, even
     await agi
     return lat, {"events": int(events), "calls": calls, "sent_rate": events / sent_s,
                  "ingest_rate": events / ingest_s, "ingest_s": ingest_s, "backlog_max": backlog_max,
-                 "daemon_cpu": cpu / ingest_s}
+                 "daemon_cpu": cpu / ingest_s, "children_cpu": child_cpu / ingest_s}
 
 
 def line(name: str, lat: list[float]) -> str:
@@ -151,8 +152,9 @@ async def one_run(label: str, db: Path, args, patches: dict | None, copy0: int, 
                         routing=routing)
         t = time.perf_counter()
         await rig.start()
+        rss, children_rss = rig.rss_kb()
         print(f"{label}: daemon ready in {time.perf_counter() - t:.1f} s (pid {rig.proc.pid}, "
-              f"RSS {rig.rss_kb()[0] / 1024:.0f} MB); load average {loadavg()}")
+              f"RSS {rss / 1024:.0f} MB; its child processes {children_rss / 1024:.0f} MB); load average {loadavg()}")
         try:
             load_before = loadavg()
             lat, info = await interleaved(rig, args, callers, copy0, events_per_copy)
@@ -166,7 +168,8 @@ async def one_run(label: str, db: Path, args, patches: dict | None, copy0: int, 
     ratio = pct(burst, .99) / pct(idle, .99)
     print(f"  AMI burst: {info['events']:,} events ({info['calls']:,} calls) sent at {info['sent_rate']:,.0f} ev/s; "
           f"ingested at {info['ingest_rate']:,.0f} ev/s (first frame to the last record stored, "
-          f"{info['ingest_s']:.1f} s); daemon CPU {info['daemon_cpu'] * 100:.0f} % of a core; "
+          f"{info['ingest_s']:.1f} s); daemon CPU {info['daemon_cpu'] * 100:.0f} % of a core "
+          f"(its child processes {info['children_cpu'] * 100:.0f} %); "
           f"unread AMI bytes at most {info['backlog_max']:,}")
     print(f"  records of this run: {detail['records']:,} stored ({detail['complete']:,} complete); daemon exit {code}")
     print(f"  p99 during the bursts / idle p99: {pct(burst, .99):.2f} / {pct(idle, .99):.2f} ms "

@@ -241,6 +241,7 @@ class RoutingProcess:
             self._resync = True
             throttled(log, "routing-presence", logging.WARNING, "the routing process is not reading; presence "
                       "changes wait")
+            asyncio.get_running_loop().call_later(0.1, self._presence_changed)  # try again, changes or not
             return
         if self._resync:
             self._resync = False

@@ -299,7 +299,7 @@ class Daemon:
             try:
                 await self._listen("FastAGI", "agi.port", agi.host, agi.port, self.agi.start)
             except (RoutingProcessError, TimeoutError) as e:
-                raise StartupError(f"routing: {e or 'the routing process did not start in time'}") from e
+                raise StartupError(f"routing: {str(e) or 'the routing process did not start in time'}") from e
             log.info("routing: FastAGI on %s:%d", self.agi.host, self.agi.port)
             if self.web is not None:
                 try:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from callrouter.store import Store, upgrade
+from eventually import eventually
 from fakeami import FakeAmi, load_recording
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
@@ -21,15 +22,6 @@ def _until_hangup_of_last_call(frames: list[str]) -> list[str]:
     """The burst, cut before its last Hangup: that call is still up when we stop."""
     last = max(i for i, f in enumerate(frames) if f.startswith("Event: Hangup\r\n"))
     return frames[:last]
-
-
-async def _wait_for(predicate, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > end:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.05)
 
 
 async def test_sigterm_persists_calls_in_flight_as_incomplete(tmp_path: Path) -> None:
@@ -49,7 +41,7 @@ async def test_sigterm_persists_calls_in_flight_as_incomplete(tmp_path: Path) ->
             async with Store(url) as store:
                 async def finished_calls_stored() -> bool:
                     return await store.count_calls("lab") >= 39
-                await _wait_for(finished_calls_stored)
+                await eventually(finished_calls_stored)
                 proc.send_signal(signal.SIGTERM)
                 _, err = await asyncio.wait_for(proc.communicate(), 20)
                 assert proc.returncode == 0, err.decode()[-2000:]
@@ -136,7 +128,7 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
         try:
             async def logged_in() -> bool:
                 return bool(ami.logins)
-            await _wait_for(logged_in)
+            await eventually(logged_in)
             answer = await agi_call("127.0.0.1", agi_port, agi["request"].encode())
             assert answer.variables["ROUTE_DIAL"]  # a route, whatever the clock says
             for raw in load_recording(RECORDINGS / "answered_owner.ami.jsonl"):
@@ -144,7 +136,7 @@ async def test_the_routing_decision_lands_in_the_call_record(tmp_path: Path) -> 
             async with Store(url) as store:
                 async def stored() -> bool:
                     return await store.count_calls("lab") == 1
-                await _wait_for(stored)
+                await eventually(stored)
                 [call_id] = await _call_ids(store)
                 record = await store.get_call("lab", call_id)
         finally:
@@ -193,7 +185,7 @@ async def test_the_daemon_shows_live_calls_counts_reloads_and_stores_the_open_ca
         try:
             async def call_is_live() -> bool:
                 return daemon.started.is_set() and any(p.live_calls for p in daemon.snapshot().pbx)
-            await _wait_for(call_is_live)
+            await eventually(call_is_live)
             [lab] = daemon.snapshot().pbx
             assert lab.name == "lab" and lab.connected
             [live] = lab.live_calls
@@ -206,7 +198,7 @@ async def test_the_daemon_shows_live_calls_counts_reloads_and_stores_the_open_ca
 
             async def reloaded() -> bool:
                 return daemon.rules.version == 2
-            await _wait_for(reloaded)
+            await eventually(reloaded)
             assert daemon.rules.current.rules[-1].rule.name == "extra"
         finally:
             stop.set()
@@ -251,7 +243,7 @@ async def test_a_part_that_never_ends_does_not_hold_the_stop(tmp_path: Path, cap
 
         async def call_is_stored() -> bool:
             return daemon.started.is_set() and daemon.counters().get("reporter.call record.saved", 0) == 1
-        await _wait_for(call_is_stored)
+        await eventually(call_is_stored)
         loop = asyncio.get_running_loop()
         began = loop.time()
         with caplog.at_level(logging.WARNING, logger="callrouter.daemon"):

@@ -31,6 +31,7 @@ from callrouter.store.schema import Call, DeadLetter, Lead, RouteDecisionRow
 from callrouter.store.spool import decode_decision, decode_record
 from callrouter.text import NUL_SIGN
 from conftest import _pg_execute, run_in_thread
+from eventually import eventually
 from fakeami import FakeAmi, load_recording
 from pgproxy import PgProxy
 
@@ -100,15 +101,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-async def eventually(predicate, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > end:
-            raise AssertionError(f"not reached within {timeout:.0f} s: {what}")
-        await asyncio.sleep(0.2)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from callrouter.logthrottle import Throttle
 from callrouter.routing.presence import Presence
 from callrouter.store import Client
 from callrouter.store.schema import RouteDecisionRow
+from eventually import eventually
 from fakeami import FakeAmi, load_recording
 
 HERE = Path(__file__).parent
@@ -33,14 +34,6 @@ MONDAY_10 = datetime.fromisoformat("2026-11-23T10:00:00+03:00")
 HOST = "127.0.0.1"
 IVAN = Client(id="c-1001", name="Ivan Petrov", owner_extension="101", monthly_turnover=120_000,
               phones=("+79161234567",))
-
-
-async def _eventually(predicate, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await predicate():
-        assert loop.time() < end, f"not reached within {timeout:.0f} s: {what}"
-        await asyncio.sleep(0.1)
 
 
 def test_the_pbx_is_read_from_the_agi_url():
@@ -99,7 +92,7 @@ async def test_two_pbxs_with_the_same_linkedids_keep_their_records_and_decisions
             async def both_stored() -> bool:
                 got = await asyncio.gather(store.get_call("east", LINKEDID), store.get_call("west", LINKEDID))
                 return all(got)
-            await _eventually(both_stored, 20, "both records stored")
+            await eventually(both_stored, 20, "both records stored")
         finally:
             stop.set()
             await asyncio.wait_for(running, 30)

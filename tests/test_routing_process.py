@@ -14,6 +14,7 @@ from callrouter.ami.capture import read_events
 from callrouter.ami.events import StreamGap
 from callrouter.routing.presence import Presence, PresenceCopy
 from callrouter.store import Client, Store, upgrade
+from eventually import eventually
 from fakeami import FakeAmi, load_recording
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "asterisk"
@@ -56,15 +57,6 @@ def test_a_presence_nobody_follows_notes_no_changes() -> None:
         presence.apply(event)
     presence.set_dnd("101", True)
     assert presence.take_changes() == []
-
-
-async def _wait_for(predicate, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > end:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -121,7 +113,7 @@ async def test_the_routing_process_follows_the_daemon_and_survives_its_own_death
 
             async def owner_busy() -> bool:
                 return (await call(IVAN, "1795370400.2"))["ROUTE_REASON"] != "owner"
-            await _wait_for(owner_busy)
+            await eventually(owner_busy)
             assert (await call(IVAN, "1795370400.3"))["ROUTE_REASON"] == "owner-unavailable→tier:wholesale"
 
             # a client added in the store reaches the router's own directory
@@ -133,20 +125,20 @@ async def test_the_routing_process_follows_the_daemon_and_survives_its_own_death
 
             async def new_client_known() -> bool:
                 return (await call(NEW_CALLER, "1795370400.5")).get("CLIENT_ID") == "c-2002"
-            await _wait_for(new_client_known, 5)
+            await eventually(new_client_known, 5)
 
             # the answers came back to the daemon: decision log and the latency figures
             async def counted() -> bool:
                 c = daemon.counters()
                 return c.get("agi.answered", 0) >= 5 and c.get("decision_log.decisions", 0) >= 5
-            await _wait_for(counted, 10)
+            await eventually(counted, 10)
 
             # the child dies: the daemon starts another; the port never closed
             os.kill(first_pid, signal.SIGKILL)
 
             async def restarted() -> bool:
                 return routing.pid not in (None, first_pid) and routing.ready
-            await _wait_for(restarted, 20)
+            await eventually(restarted, 20)
             after = await call(IVAN, "1795370400.6")
             assert after["ROUTE_REASON"] == "owner-unavailable→tier:wholesale"  # the snapshot came again
             assert daemon.counters()["agi.restarts"] == 1

@@ -55,6 +55,19 @@ class Recorder(Protocol):
     def submit(self, call: RoutedCall) -> bool: ...
 
 
+def hand_on(call: RoutedCall, recorder: Recorder | None,
+            on_decision: Callable[[RoutedCall], None] | None) -> None:
+    """An answered call to the decision log, then to `on_decision` (route log, screen-pop
+    prefetch, metrics): here after the answer, or in the daemon for a routing process's."""
+    if recorder is not None:
+        recorder.submit(call)
+    if on_decision is not None:
+        try:
+            on_decision(call)
+        except Exception:  # noqa: BLE001 - a hook must never take an answer down
+            log.exception("on_decision hook failed")
+
+
 # connection states
 _HEADER, _DECIDING, _ANSWERING, _DONE = range(4)
 
@@ -337,13 +350,7 @@ class _Connection(asyncio.Protocol):
         except ValueError:  # a naive clock: the call is answered, its record cannot be kept
             log.exception("FastAGI: the answer for %s cannot be recorded", req.linkedid)
             return
-        if srv.recorder is not None:
-            srv.recorder.submit(call)
-        if srv.on_decision is not None:
-            try:
-                srv.on_decision(call)
-            except Exception:  # noqa: BLE001
-                log.exception("on_decision hook failed")
+        hand_on(call, srv.recorder, srv.on_decision)
 
     def _drop(self) -> None:
         self._cancel_timer()

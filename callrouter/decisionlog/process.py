@@ -50,15 +50,14 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import pickle
-import signal
 import struct
 import sys
 from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
+from callrouter.childproc import run_child
 from callrouter.decisionlog.policy import POLICY
 from callrouter.logthrottle import throttled
 from callrouter.routing.decision import RoutedCall
@@ -447,19 +446,5 @@ CHILD_NICENESS = 10
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # background work: when a core is contended, answering calls goes first
-    try:
-        os.nice(CHILD_NICENESS)
-    except OSError:
-        pass
-    # acknowledgements get stdout to themselves: anything else printed goes to stderr
-    ack = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
-    try:
-        code = asyncio.run(_child(ack))
-    except Exception:  # noqa: BLE001 - tell the daemon's log why, then let it restart us
-        logging.getLogger(__name__).exception("route decision log process failed")
-        code = 1
-    os._exit(code)
+    run_child(_child, "route decision log process", niceness=CHILD_NICENESS)

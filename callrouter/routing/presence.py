@@ -57,6 +57,7 @@ _DEVICE_STATES: dict[str, PresenceState] = {
 # Channel states (Newstate/Newchannel ChannelStateDesc) that occupy the phone.
 _BUSY_CHANNEL_STATES = frozenset({"Up", "Ringing", "Ring", "Dialing", "Dialing Offhook", "OffHook", "Busy",
                                   "Pre-ring"})
+NOTHING_SEEN = "no device or hint state seen"
 MAX_CHANNELS = 200_000  # bound on tracked channels if Hangups go missing without a StreamGap
 
 
@@ -228,7 +229,7 @@ class Presence:
             status, text, _ = hint
             return _hint_state(status), f"hint {extension} status {status}{' ' + text if text else ''}"
         if not devices:
-            return "unknown", "no device or hint state seen"
+            return "unknown", NOTHING_SEEN
         states = {dev: _DEVICE_STATES.get(st, "unknown") for dev, (st, _) in devices.items()}
         shown = ", ".join(f"{dev} {st}" for dev, (st, _) in sorted(devices.items()))
         values = set(states.values())
@@ -265,4 +266,4 @@ class PresenceCopy:
 
     def get(self, extension: str) -> AgentStatus:
         st = self._status.get(extension)
-        return st if st is not None else AgentStatus(extension, "unknown", False, "no device or hint state seen")
+        return st if st is not None else AgentStatus(extension, "unknown", False, NOTHING_SEEN)

@@ -37,9 +37,7 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import pickle
-import signal
 import socket
 import struct
 import sys
@@ -47,6 +45,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from callrouter.agi.server import hand_on
+from callrouter.childproc import run_child
 from callrouter.logthrottle import throttled
 from callrouter.routing.decision import RoutedCall
 from callrouter.routing.presence import Presence
@@ -286,17 +286,9 @@ class RoutingProcess:
             except Exception as e:  # noqa: BLE001 - one bad frame must not stop the others
                 log.error("an unreadable route decision from the routing process: %s", e)
                 return
-            if self._recorder is not None:
-                self._recorder.submit(call)
-            if self._on_decision is not None:
-                try:
-                    self._on_decision(call)
-                except Exception:  # noqa: BLE001
-                    log.exception("on_decision hook failed")
+            hand_on(call, self._recorder, self._on_decision)
         elif kind == STATS:
             self._child_stats = Counter(json.loads(payload))
-        elif kind == READY:
-            pass
 
 
 def _status(st: AgentStatus) -> list[Any]:
@@ -427,14 +419,4 @@ async def _child(out: Any) -> int:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # frames get stdout to themselves: anything else printed goes to stderr
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
-    try:
-        code = asyncio.run(_child(out))
-    except Exception:  # noqa: BLE001 - tell the daemon's log why, then let it restart us
-        logging.getLogger(__name__).exception("routing process failed")
-        code = 1
-    os._exit(code)
+    run_child(_child, "routing process")
